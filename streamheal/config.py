@@ -1,0 +1,209 @@
+"""Load and validate the rule file.
+
+Parsing happens in layers: YAML (with the line of every key), then ${VAR}
+expansion, then the pydantic model. Every problem of every layer is collected
+in one pass and raised together as a `RuleFileError` naming file, line and
+field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BeforeValidator, Field, PositiveInt, TypeAdapter, ValidationError
+
+from streamheal._yaml import expand_variables, format_path, line_of, load_yaml_with_lines
+from streamheal.errors import RuleFileError, RuleFileProblem
+from streamheal.rules import Mode, Rule, build_rule, spec_types
+from streamheal.rules._base import StrictModel
+
+
+EMBEDDED_URI = "embedded"
+_DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `500ms`, `30s`, `2m`, `1h` or a plain number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 500ms, 30s or 2m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group("number")) * _UNIT_S[match.group("unit")]
+    raise ValueError(f"expected a duration such as 500ms, 30s or 2m, not {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class MongoSettings(StrictModel):
+    uri: str = EMBEDDED_URI
+    database: str = Field(min_length=1)
+    # Where `uri: embedded` keeps its files: a directory, or ':memory:'.
+    storage: str = ".streamheal/data"
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.uri == EMBEDDED_URI
+
+
+class EngineSettings(StrictModel):
+    sweep_interval: Duration = 30.0
+    fix_delay: Duration = 2.0
+    queue_max: PositiveInt = 100
+    auto_fix: bool = False
+    dry_run: bool = True
+    backup: bool = True
+    max_docs_per_fix: PositiveInt = 100
+    max_attempts: PositiveInt = 3
+    batch_window: Duration = 0.01
+    profiler_poll: Duration = 1.0
+
+    @property
+    def default_mode(self) -> Mode:
+        """The mode of a rule that does not name one."""
+        if not self.auto_fix:
+            return "detect"
+        return "dry_run" if self.dry_run else "fix"
+
+
+class DashboardSettings(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=5000, ge=0, le=65535)
+
+
+class LoggingSettings(StrictModel):
+    file: str | None = "logs/streamheal.log"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+AnyRuleSpec = Annotated[Union[spec_types()], Field(discriminator="kind")]  # type: ignore[valid-type]  # the union is built from the registry at import
+
+
+class Settings(StrictModel):
+    mongodb: MongoSettings
+    engine: EngineSettings = EngineSettings()
+    dashboard: DashboardSettings = DashboardSettings()
+    logging: LoggingSettings = LoggingSettings()
+    rules: list[AnyRuleSpec] = Field(min_length=1)
+
+    def build_rules(self) -> list[Rule]:
+        return [build_rule(spec, self.engine.default_mode) for spec in self.rules]
+
+
+_SETTINGS = TypeAdapter(Settings)
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, expand and validate a rule file, or raise `RuleFileError`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        problem = RuleFileProblem(source, None, "(file)", f"cannot be read: {exc.strerror}.")
+        raise RuleFileError([problem]) from None
+    return parse_settings(text, source, environ)
+
+
+def parse_settings(
+    text: str, source: str = "<rules>", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate rule-file text; all problems are gathered before raising."""
+    data, lines, problems = load_yaml_with_lines(text, source)
+    if problems:
+        raise RuleFileError(problems)
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        problem = RuleFileProblem(
+            source, 1, "(top level)", f"expected a mapping with mongodb and rules, found {found}."
+        )
+        raise RuleFileError([problem])
+
+    data, problems = expand_variables(data, lines, source, environ)
+    try:
+        settings = _SETTINGS.validate_python(data)
+    except ValidationError as exc:
+        problems += [_problem_from(error, lines, source, data) for error in exc.errors()]
+        raise RuleFileError(problems) from None
+
+    problems += _check_rule_names(settings, lines, source)
+    if problems:
+        raise RuleFileError(problems)
+    return settings
+
+
+def _problem_from(
+    error: Any, lines: Mapping[tuple[str | int, ...], int], source: str, data: Any
+) -> RuleFileProblem:
+    path = tuple(error["loc"])
+    # A discriminated union puts the kind into the location; drop it so that
+    # the path is the one in the file (rules[0].keys, not rules[0].unique.keys).
+    if len(path) >= 3 and path[0] == "rules" and path[2] == _kind_at(data, path[1]):
+        path = path[:2] + path[3:]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "union_tag_invalid":
+        message = (
+            f"unknown rule kind {error['ctx']['tag']!r}; expected one of "
+            f"{error['ctx']['expected_tags']}"
+        )
+    elif error["type"] == "union_tag_not_found":
+        path = (*path, "kind")
+        message = "every rule needs a kind"
+    elif error["type"] == "extra_forbidden":
+        message = "is not a known setting here (check its spelling and indentation)"
+    elif error["type"] == "missing":
+        message = "is required"
+    return RuleFileProblem(source, line_of(lines, path), format_path(path), f"{message}.")
+
+
+def _kind_at(data: Any, index: Any) -> Any:
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if isinstance(rules, list) and isinstance(index, int) and index < len(rules):
+        rule = rules[index]
+        if isinstance(rule, dict):
+            return rule.get("kind")
+    return None
+
+
+def _check_rule_names(
+    settings: Settings, lines: Mapping[tuple[str | int, ...], int], source: str
+) -> list[RuleFileProblem]:
+    problems = []
+    first_index: dict[str, int] = {}
+    for index, spec in enumerate(settings.rules):
+        if spec.name in first_index:
+            path = ("rules", index, "name")
+            problems.append(
+                RuleFileProblem(
+                    source,
+                    line_of(lines, path),
+                    format_path(path),
+                    f"the name {spec.name!r} is already used by rules[{first_index[spec.name]}]; "
+                    "rule names must be unique.",
+                )
+            )
+        else:
+            first_index[spec.name] = index
+    return problems
+
+
+def redact_uri(uri: str) -> str:
+    """The connection string with any password replaced by ***."""
+    if uri == EMBEDDED_URI or "@" not in uri:
+        return uri
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+

@@ -1,0 +1,94 @@
+"""`required`: documents missing a field the application needs.
+
+Absent, null and (unless `empty_is_missing: false`) the empty string count as
+missing. The fix fills in defaults, moves the document to a quarantine
+collection, or deletes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from streamheal._bson import get_path, to_json_value
+from streamheal.rules._base import Database, Document, FixPlan, RuleSpec, Severity, Violation
+from streamheal.rules._document import (
+    DocumentRule,
+    plan_delete,
+    plan_move,
+    plan_replace,
+    set_path,
+)
+
+
+class RequiredSpec(RuleSpec):
+    kind: Literal["required"]
+    fields: list[str] = Field(min_length=1)
+    empty_is_missing: bool = True
+    fix: Literal["set_default", "quarantine", "delete"] = "quarantine"
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _defaults_cover_fields(self) -> RequiredSpec:
+        if self.fix == "set_default":
+            lacking = [name for name in self.fields if name not in self.defaults]
+            if lacking:
+                raise ValueError(
+                    "fix: set_default needs a value in `defaults` for every field; "
+                    f"none is given for {', '.join(lacking)}"
+                )
+        return self
+
+
+class RequiredRule(DocumentRule):
+    kind: ClassVar[str] = "required"
+    default_severity: ClassVar[Severity] = Severity.MEDIUM
+    spec: RequiredSpec
+
+    def describe(self) -> str:
+        return f"{self.collection} documents must have {', '.join(self.spec.fields)}"
+
+    def describe_fix(self) -> str:
+        if self.spec.fix == "set_default":
+            return f"set the missing fields to their defaults in {self.collection}"
+        if self.spec.fix == "quarantine":
+            return f"move the document to {self.collection}_quarantine"
+        return f"delete the document from {self.collection}"
+
+    def _missing_values(self) -> list[Any]:
+        return [None, ""] if self.spec.empty_is_missing else [None]
+
+    def pipeline(self) -> list[dict[str, Any]]:
+        missing = self._missing_values()
+        conditions = [{name: {"$in": missing}} for name in self.spec.fields]
+        projection = {name: 1 for name in self.spec.fields}
+        return [{"$match": {"$or": conditions}}, {"$project": projection}]
+
+    def missing_fields(self, document: Document) -> list[str]:
+        missing = self._missing_values()
+        return [
+            name
+            for name in self.spec.fields
+            if not [value for value in get_path(document, name) if value not in missing]
+        ]
+
+    def violation_from_row(self, row: Document) -> Violation:
+        missing = self.missing_fields(row) or list(self.spec.fields)
+        description = f"missing {', '.join(missing)}"
+        return self.document_violation(row, missing, description)
+
+    async def plan_fix(self, db: Database, violation: Violation) -> FixPlan:
+        document = await self.load_subject(db, violation)
+        if self.spec.fix == "quarantine":
+            return plan_move(self, violation, document, f"{self.collection}_quarantine", "quarantine")
+        if self.spec.fix == "delete":
+            return plan_delete(self, violation, document)
+
+        after: Document = document
+        filled = []
+        for name in self.missing_fields(document):
+            after = set_path(after, name, self.spec.defaults[name])
+            filled.append(f"{name}={to_json_value(self.spec.defaults[name])!r}")
+        summary = f"set {', '.join(filled)}" if filled else "nothing to set"
+        return plan_replace(self, violation, document, after, "set_default", summary)
