@@ -1,0 +1,265 @@
+"""The command line: run, check, demo, history, rollback.
+
+A user's mistake (a bad rule file, an unreachable server) ends in a clear
+message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from streamheal._bson import to_json_value
+from streamheal.config import Settings, load_settings, redact_uri
+from streamheal.embedded import EmbeddedServer
+from streamheal.errors import StreamhealError
+from streamheal.log import configure_logging, redact_text
+from streamheal.state import describe_violation
+
+
+EXIT_CLEAN = 0
+EXIT_VIOLATIONS = 1
+EXIT_ERROR = 2
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> None:
+    click.echo(f"streamheal: {redact_text(message)}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def run_async(main: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn streamheal's errors into a message and status 2."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]  # any awaitable from an async def
+    except StreamhealError as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from exc
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def read_settings(rules_path: str) -> Settings:
+    try:
+        return load_settings(rules_path)
+    except StreamhealError as exc:
+        fail(str(exc))
+        raise AssertionError("unreachable") from exc
+
+
+@contextlib.asynccontextmanager
+async def database_uri(settings: Settings, *, memory: bool = False) -> AsyncIterator[str]:
+    """The URI to use: the configured one, or an embedded server's."""
+    if not settings.mongodb.is_embedded:
+        yield settings.mongodb.uri
+        return
+    storage = ":memory:" if memory else settings.mongodb.storage
+    server = EmbeddedServer(storage)
+    await server.start_async()
+    try:
+        yield server.uri
+    finally:
+        await server.stop_async()
+
+
+@click.group()
+@click.version_option(package_name="streamheal")
+def main() -> None:
+    """streamheal: find and repair bad data in MongoDB as it is written."""
+
+
+@main.command()
+@click.argument("rules", type=click.Path(dir_okay=False))
+@click.option("--host", help="Dashboard address (default from the rule file: 127.0.0.1).")
+@click.option("--port", type=int, help="Dashboard port (default from the rule file: 5000).")
+def run(rules: str, host: str | None, port: int | None) -> None:
+    """Watch the database, check every write and fix violations until stopped."""
+    settings = read_settings(rules)
+    settings = with_dashboard(settings, host, port)
+    configure_logging(settings.logging.level, settings.logging.file)
+    run_async(lambda: serve_monitor(settings))
+
+
+def with_dashboard(settings: Settings, host: str | None, port: int | None) -> Settings:
+    changes: dict[str, Any] = {}
+    if host is not None:
+        changes["host"] = host
+    if port is not None:
+        changes["port"] = port
+    if not changes:
+        return settings
+    dashboard = settings.dashboard.model_copy(update=changes)
+    return settings.model_copy(update={"dashboard": dashboard})
+
+
+async def serve_monitor(
+    settings: Settings, *, memory: bool = False, before_run: Any = None, prepare: Any = None
+) -> None:
+    """Run the monitor until SIGINT or SIGTERM.
+
+    `prepare(db)` runs once connected (the demo loads its data there);
+    `before_run(monitor, uri, stop)` runs beside the monitor.
+    """
+    from streamheal.monitor import Monitor, connect
+    from streamheal.web import resolve_token
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    async with database_uri(settings, memory=memory) as uri:
+        client, hello = await connect(uri)
+        try:
+            if prepare is not None:
+                await prepare(client[settings.mongodb.database])
+            monitor = Monitor(settings, client, uri=uri, hello=hello, token=resolve_token())
+            extra = [] if before_run is None else [asyncio.create_task(before_run(monitor, uri, stop))]
+            await monitor.run(stop)
+            for task in extra:
+                task.cancel()
+            await asyncio.gather(*extra, return_exceptions=True)
+        finally:
+            await client.close()
+
+
+@main.command()
+@click.argument("rules", type=click.Path(dir_okay=False))
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def check(rules: str, output_format: str) -> None:
+    """Sweep once, report the violations, fix nothing.
+
+    Exit status: 0 clean, 1 violations found, 2 configuration or connection error.
+    """
+    settings = read_settings(rules)
+    configure_logging("warning", None, console=False)
+    report = run_async(lambda: sweep_once(settings))
+    if output_format == "json":
+        click.echo(json.dumps(report, ensure_ascii=False))
+    else:
+        print_text_report(report)
+    sys.exit(EXIT_VIOLATIONS if report["summary"]["total"] else EXIT_CLEAN)
+
+
+async def sweep_once(settings: Settings) -> dict[str, Any]:
+    from streamheal.monitor import connect
+
+    violations: list[dict[str, Any]] = []
+    by_rule: dict[str, int] = {spec.name: 0 for spec in settings.rules}
+    async with database_uri(settings) as uri:
+        client, _ = await connect(uri)
+        try:
+            db = client[settings.mongodb.database]
+            for rule in settings.build_rules():
+                async for violation in rule.sweep(db):
+                    described = describe_violation(violation)
+                    described["fix"] = rule.describe_fix()
+                    violations.append(described)
+                    by_rule[rule.name] += 1
+        finally:
+            await client.close()
+    return {"violations": violations, "summary": {"total": len(violations), "by_rule": by_rule}}
+
+
+def print_text_report(report: dict[str, Any]) -> None:
+    for violation in report["violations"]:
+        documents = ", ".join(json.dumps(d) for d in violation["documents"][:5])
+        more = len(violation["documents"]) - 5
+        if more > 0:
+            documents += f" and {more} more"
+        click.echo(
+            f"[{violation['severity']}] {violation['rule']} ({violation['kind']}) "
+            f"{violation['collection']}: {violation['description']}"
+            + (f" — {documents}" if documents else "")
+        )
+    summary = report["summary"]
+    click.echo(f"{summary['total']} violation(s)")
+    for name, count in summary["by_rule"].items():
+        click.echo(f"  {name}: {count}")
+
+
+@main.command()
+@click.argument("rules", type=click.Path(dir_okay=False))
+@click.option("--limit", default=50, show_default=True, help="How many fixes to list.")
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+def history(rules: str, limit: int, output_format: str) -> None:
+    """List fixes, newest first, with their ids."""
+    settings = read_settings(rules)
+    records = run_async(lambda: read_history(settings, limit))
+    if output_format == "json":
+        click.echo(json.dumps(to_json_value(records)))
+        return
+    if not records:
+        click.echo("No fixes recorded yet.")
+    for record in records:
+        created = record.get("created_at")
+        stamp = created.isoformat(timespec="seconds") if created else "-"
+        click.echo(
+            f"{record['_id']}  {stamp}  {record.get('status', '-'):<11} {record.get('rule')}: "
+            f"{record.get('summary', record.get('error', ''))}"
+        )
+
+
+async def read_history(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    from streamheal.fixer import list_fixes
+    from streamheal.monitor import connect
+
+    async with database_uri(settings) as uri:
+        client, _ = await connect(uri)
+        try:
+            return await list_fixes(client[settings.mongodb.database], limit)
+        finally:
+            await client.close()
+
+
+@main.command()
+@click.argument("fix_id")
+@click.argument("rules", type=click.Path(dir_okay=False))
+def rollback(fix_id: str, rules: str) -> None:
+    """Restore the documents a fix changed or removed, exactly as they were."""
+    settings = read_settings(rules)
+    record = run_async(lambda: undo(settings, fix_id))
+    click.echo(f"Rolled back fix {fix_id} ({record.get('rule')}: {record.get('summary')}).")
+
+
+async def undo(settings: Settings, fix_id: str) -> dict[str, Any]:
+    from streamheal.fixer import rollback_fix, supports_transactions
+    from streamheal.monitor import connect
+
+    async with database_uri(settings) as uri:
+        client, _ = await connect(uri)
+        try:
+            use_transaction = await supports_transactions(client)
+            return await rollback_fix(
+                client, client[settings.mongodb.database], fix_id, use_transaction=use_transaction
+            )
+        finally:
+            await client.close()
+
+
+@main.command()
+@click.option("--port", type=int, default=5000, show_default=True, help="Dashboard port.")
+@click.option("--rules", "rules_path", type=click.Path(dir_okay=False), help="Rule file (default: the bundled demo rules).")
+def demo(port: int, rules_path: str | None) -> None:
+    """Everything at once: embedded server, sample data, live traffic, dashboard."""
+    from streamheal.demo import DEMO_RULES, run_demo
+
+    settings = read_settings(rules_path or str(DEMO_RULES))
+    settings = with_dashboard(settings, None, port)
+    configure_logging(settings.logging.level, settings.logging.file)
+    click.echo(f"streamheal demo: dashboard at http://{settings.dashboard.host}:{port}/", err=True)
+    click.echo(f"streamheal demo: database {redact_uri(settings.mongodb.uri)} (in memory)", err=True)
+    run_async(lambda: run_demo(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,372 @@
+"""Watch every write through a change stream and hand batches to the rules.
+
+One stream per watched database, filtered in the server to the collections
+and operation types the rules need. Events are read by one task and batched
+by another for a few milliseconds, so that a burst of writes costs one check
+per rule rather than one per write. The resume token is stored only after the
+events before it were handled, so a restart continues where it stopped.
+https://www.mongodb.com/docs/manual/changeStreams/
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.errors import OperationFailure, PyMongoError
+
+from streamheal._events import EventLog
+from streamheal.rules import COMMENT, Database, Write
+from streamheal.state import MonitorState
+
+
+STATE_COLLECTION = "streamheal_state"
+MAX_BATCH = 1000
+EVENT_BUFFER = 10_000
+MAX_AWAIT_MS = 500
+TOKEN_SAVE_INTERVAL_S = 1.0
+RETRY_INITIAL_S = 0.5
+RETRY_MAX_S = 30.0
+
+WRITE_OPERATIONS = ("insert", "update", "replace", "delete")
+COLLECTION_ENDINGS = ("drop", "rename")
+
+# Server error codes meaning the stored resume point cannot be used again.
+# 286 ChangeStreamHistoryLost; 280 ChangeStreamFatalError (the token's event
+# is gone); 260 InvalidResumeToken.
+HISTORY_LOST_CODES = frozenset({286, 280, 260})
+
+
+def is_history_lost(exc: PyMongoError) -> bool:
+    """Whether resuming from our token can never work again."""
+    return isinstance(exc, OperationFailure) and exc.code in HISTORY_LOST_CODES
+
+
+@dataclass(frozen=True)
+class _IdleMark:
+    """Placed in the buffer when a getMore brought nothing: time to save the token."""
+
+    resume_token: Mapping[str, Any] | None
+
+
+BatchHandler = Callable[[list[Write]], Awaitable[None]]
+CollectionHandler = Callable[[str, str], Awaitable[None]]
+
+
+def build_pipeline(collections: Iterable[str]) -> list[dict[str, Any]]:
+    """Keep only the events the rules care about, and only the fields they need.
+
+    Without `fullDocument` (the rules ask the server about written `_id`s) an
+    event stays small however large the document is.
+    """
+    names = sorted(set(collections))
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {
+                        "ns.coll": {"$in": names},
+                        "operationType": {"$in": [*WRITE_OPERATIONS, *COLLECTION_ENDINGS]},
+                    },
+                    {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
+                ]
+            }
+        },
+        {
+            "$project": {
+                "operationType": 1,
+                "ns": 1,
+                "to": 1,
+                "documentKey": 1,
+                "clusterTime": 1,
+                "fullDocumentBeforeChange": 1,
+                "updatedFieldNames": {
+                    "$map": {
+                        "input": {"$objectToArray": {"$ifNull": ["$updateDescription.updatedFields", {}]}},
+                        "in": "$$this.k",
+                    }
+                },
+                "removedFields": "$updateDescription.removedFields",
+            }
+        },
+    ]
+
+
+def write_from_event(event: Mapping[str, Any]) -> Write:
+    operation = event["operationType"]
+    changed: frozenset[str] | None = None
+    if operation == "update":
+        changed = frozenset(event.get("updatedFieldNames") or ()) | frozenset(
+            event.get("removedFields") or ()
+        )
+    return Write(
+        collection=event["ns"]["coll"],
+        operation=operation,
+        document_id=event["documentKey"]["_id"],
+        changed_fields=changed,
+        before=event.get("fullDocumentBeforeChange"),
+    )
+
+
+class StreamWatcher:
+    """Reads the change stream of one database and reports batches of writes."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[Any],
+        db: Database,
+        collections: Iterable[str],
+        state: MonitorState,
+        *,
+        on_writes: BatchHandler,
+        on_collection_gone: CollectionHandler,
+        on_history_lost: Callable[[], Awaitable[None]],
+        batch_window_s: float,
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.collections = sorted(set(collections))
+        self.state = state
+        self.on_writes = on_writes
+        self.on_collection_gone = on_collection_gone
+        self.on_history_lost = on_history_lost
+        self.batch_window_s = batch_window_s
+        self.events = EventLog(state, "stream")
+        self._stream: AsyncChangeStream[Any] | None = None
+        self._handled_token: Mapping[str, Any] | None = None
+        self._saved_token: Mapping[str, Any] | None = None
+        self._saved_at = 0.0
+        self._start_after_invalidate = False
+        self.ready = asyncio.Event()
+
+    @property
+    def _state_id(self) -> str:
+        return f"stream:{self.db.name}"
+
+    async def load_token(self) -> Mapping[str, Any] | None:
+        stored = await self.db[STATE_COLLECTION].find_one({"_id": self._state_id}, comment=COMMENT)
+        return stored.get("resume_token") if stored else None
+
+    async def save_token(self, token: Mapping[str, Any] | None, *, force: bool = False) -> None:
+        """Store the resume point durably; at most once a second unless forced."""
+        if token is None or token == self._saved_token:
+            return
+        if not force and time.monotonic() - self._saved_at < TOKEN_SAVE_INTERVAL_S:
+            return
+        await self.db[STATE_COLLECTION].update_one(
+            {"_id": self._state_id},
+            {"$set": {"resume_token": token, "saved_at": time.time()}},
+            upsert=True,
+            comment=COMMENT,
+        )
+        self._saved_token = token
+        self._saved_at = time.monotonic()
+        self.state.resume_token_saved_at = time.time()
+
+    async def open(self) -> None:
+        """Open the stream at the stored resume point, or at now when there is none.
+
+        Called before the first sweep, so that anything written while the
+        sweep runs arrives through the stream.
+        """
+        token = self._handled_token or await self.load_token()
+        try:
+            self._stream = await self._watch(token)
+        except PyMongoError as exc:
+            if token is None or not is_history_lost(exc):
+                raise
+            await self._report_history_lost(exc)
+            self._stream = await self._watch(None)
+        self.state.stream_healthy = True
+        self.state.touch()
+        self.ready.set()
+
+    async def _watch(self, token: Mapping[str, Any] | None) -> AsyncChangeStream[Any]:
+        # After an invalidate event only `startAfter` may use its token.
+        start_after, self._start_after_invalidate = self._start_after_invalidate, False
+        return await self.db.watch(
+            build_pipeline(self.collections),
+            resume_after=None if start_after else token,
+            start_after=token if start_after else None,
+            full_document_before_change="whenAvailable",
+            max_await_time_ms=MAX_AWAIT_MS,
+            comment=COMMENT,
+        )
+
+    async def _report_history_lost(self, exc: PyMongoError) -> None:
+        self.events.error(
+            "stream_history_lost",
+            error=str(exc),
+            action="continuing from now after a full sweep",
+        )
+        self.state.history_lost += 1
+        self._handled_token = None
+        await self.on_history_lost()
+
+    async def close(self) -> None:
+        if self._stream is not None:
+            await self._stream.close()
+            self._stream = None
+        await self.save_token(self._handled_token, force=True)
+
+    async def run(self) -> None:
+        """Read and handle events until cancelled, reopening after failures."""
+        delay_s = RETRY_INITIAL_S
+        while True:
+            try:
+                if self._stream is None:
+                    await self.open()
+                    if delay_s > RETRY_INITIAL_S:
+                        self.events.info("stream_resumed")
+                    delay_s = RETRY_INITIAL_S
+                await self._read_and_handle()
+            except asyncio.CancelledError:
+                raise
+            except _StreamEnded:
+                await self._drop_stream()
+            except PyMongoError as exc:
+                await self._drop_stream()
+                if is_history_lost(exc):
+                    await self._report_history_lost(exc)
+                    continue
+                if self.state.stream_healthy or delay_s == RETRY_INITIAL_S:
+                    self.events.error("stream_interrupted", error=str(exc), retry_in_s=delay_s)
+                self.state.stream_healthy = False
+                self.state.touch()
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                await stream.close()
+            except PyMongoError:
+                pass
+
+    async def _read_and_handle(self) -> None:
+        buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark] = asyncio.Queue(EVENT_BUFFER)
+        reader = asyncio.create_task(self._read(buffer))
+        try:
+            while True:
+                batch = await self._next_batch(buffer, reader)
+                if batch:
+                    await self._handle(batch)
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except (asyncio.CancelledError, PyMongoError):
+                pass
+
+    async def _read(self, buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark]) -> None:
+        assert self._stream is not None
+        stream = self._stream
+        while stream.alive:
+            event = await stream.try_next()
+            if event is None:
+                await buffer.put(_IdleMark(stream.resume_token))
+            else:
+                await buffer.put(event)
+        await buffer.put(_IdleMark(None))
+
+    async def _next_batch(
+        self, buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark], reader: asyncio.Task[None]
+    ) -> list[Mapping[str, Any]]:
+        """Wait for an event, then gather what arrives within the batch window."""
+        first = await self._get(buffer, reader, None)
+        if isinstance(first, _IdleMark):
+            await self._on_idle(first)
+            return []
+
+        batch = [first]
+        deadline = time.monotonic() + self.batch_window_s
+        while len(batch) < MAX_BATCH:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and buffer.empty():
+                break
+            try:
+                item = await self._get(buffer, reader, max(remaining, 0.0))
+            except TimeoutError:
+                break
+            if isinstance(item, _IdleMark):
+                break
+            batch.append(item)
+        return batch
+
+    async def _get(
+        self,
+        buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark],
+        reader: asyncio.Task[None],
+        timeout_s: float | None,
+    ) -> Mapping[str, Any] | _IdleMark:
+        """The next buffered item; re-raises the reader's error when it died."""
+        if not buffer.empty():
+            return buffer.get_nowait()
+        getter = asyncio.ensure_future(buffer.get())
+        done, _ = await asyncio.wait({getter, reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+        if reader in done:
+            reader.result()  # raises the stream's error
+            return _IdleMark(None)
+        raise TimeoutError
+
+    async def _on_idle(self, mark: _IdleMark) -> None:
+        if mark.resume_token is None:
+            # The stream ended (invalidated): open a new one from what we handled.
+            await self._drop_stream()
+            raise _StreamEnded
+        self._handled_token = mark.resume_token
+        await self.save_token(mark.resume_token)
+
+    async def _handle(self, events: Sequence[Mapping[str, Any]]) -> None:
+        writes: list[Write] = []
+        for event in events:
+            operation = event["operationType"]
+            if operation in WRITE_OPERATIONS:
+                writes.append(write_from_event(event))
+                continue
+            if writes:
+                await self._flush(writes, event)
+                writes = []
+            await self._handle_ending(event)
+
+        if writes:
+            await self._flush(writes, events[-1])
+        self._handled_token = events[-1]["_id"]
+        await self.save_token(self._handled_token)
+
+    async def _flush(self, writes: list[Write], last_event: Mapping[str, Any]) -> None:
+        await self.on_writes(writes)
+        self.state.stream_batches += 1
+        self.state.last_event_at = time.time()
+        cluster_time = last_event.get("clusterTime")
+        if cluster_time is not None:
+            self.state.stream_lag_s = max(0.0, time.time() - cluster_time.time)
+        self.state.touch()
+
+    async def _handle_ending(self, event: Mapping[str, Any]) -> None:
+        operation = event["operationType"]
+        namespace = event.get("ns", {})
+        if operation in COLLECTION_ENDINGS:
+            await self.on_collection_gone(namespace.get("coll", ""), operation)
+        elif operation == "dropDatabase":
+            for name in self.collections:
+                await self.on_collection_gone(name, operation)
+        elif operation == "invalidate":
+            self.events.warning("stream_invalidated")
+            # Start after the invalidate event itself, as the docs advise.
+            self._handled_token = event["_id"]
+            self._start_after_invalidate = True
+            raise _StreamEnded
+
+
+class _StreamEnded(Exception):
+    """The stream was invalidated; `run` opens a new one without waiting."""

@@ -1,0 +1,91 @@
+"""The vertical slice: stream -> rule -> queue -> fixer -> state, on a real server."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from streamheal.fixer import BACKUPS, FIXES, rollback_fix
+from tests.helpers import running_monitor, settings_for, wait_for_state
+
+
+REQUIRED_FIX = """
+  - name: users_need_email
+    kind: required
+    collection: users
+    fields: [email]
+    fix: set_default
+    defaults: {email: unknown@example.com}
+    mode: fix
+"""
+FAST = "  fix_delay: 0\n  sweep_interval: 1h"
+
+
+async def test_bad_write_is_detected_through_the_stream(db: Any, mongo_uri: str) -> None:
+    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST)
+    async with running_monitor(mongo_uri, settings) as monitor:
+        written_at = time.monotonic()
+        await db.users.insert_one({"_id": "u1", "name": "no mail"})
+
+        await wait_for_state(monitor, lambda state: state.detected_total == 1)
+        elapsed_s = time.monotonic() - written_at
+
+        snapshot = monitor.state.snapshot()
+        assert [v["documents"] for v in snapshot["queue"]] == [["u1"]]
+        assert snapshot["recent_detections"][0]["source"] == "stream"
+        assert snapshot["counts"]["sweeps"] == 1
+        assert elapsed_s < 1.0
+
+
+async def test_fix_applies_backs_up_and_rolls_back(db: Any, mongo_uri: str) -> None:
+    settings = settings_for(db.name, REQUIRED_FIX, FAST)
+    async with running_monitor(mongo_uri, settings) as monitor:
+        await db.users.insert_one({"_id": "u1", "name": "no mail"})
+        await wait_for_state(monitor, lambda state: state.fixed_total == 1)
+
+        assert await db.users.find_one({"_id": "u1"}) == {
+            "_id": "u1",
+            "name": "no mail",
+            "email": "unknown@example.com",
+        }
+        backup = await db[BACKUPS].find_one({})
+        assert backup["document"] == {"_id": "u1", "name": "no mail"}
+        record = await db[FIXES].find_one({"_id": backup["fix_id"]})
+        assert record["status"] == "applied"
+
+        await rollback_fix(monitor.client, monitor.db, backup["fix_id"], use_transaction=True)
+
+        assert await db.users.find_one({"_id": "u1"}) == {"_id": "u1", "name": "no mail"}
+        record = await db[FIXES].find_one({"_id": backup["fix_id"]})
+        assert record["status"] == "rolled_back"
+
+
+async def test_violation_fixed_by_someone_else_leaves_the_queue(db: Any, mongo_uri: str) -> None:
+    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST)
+    await db.users.insert_one({"_id": "u1"})
+    async with running_monitor(mongo_uri, settings) as monitor:
+        assert len(monitor.queue) == 1
+
+        await db.users.update_one({"_id": "u1"}, {"$set": {"email": "u1@example.com"}})
+        await wait_for_state(monitor, lambda state: len(state.queue) == 0)
+
+
+async def test_dry_run_changes_nothing_and_simulates_once(db: Any, mongo_uri: str) -> None:
+    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: dry_run"), FAST)
+    await db.users.insert_one({"_id": "u1", "name": "x"})
+    async with running_monitor(mongo_uri, settings) as monitor:
+        await wait_for_state(monitor, lambda state: state.simulated_total == 1)
+        await monitor.sweeper.sweep_all()
+        await wait_for_state(monitor, lambda state: state.fixer_status == "idle")
+
+        records = await db[FIXES].find({}).to_list()
+        assert len(records) == 1
+        assert records[0]["status"] == "dry_run"
+        assert records[0]["operations"][0]["before"] == {"_id": "u1", "name": "x"}
+        assert records[0]["operations"][0]["after"] == {
+            "_id": "u1",
+            "name": "x",
+            "email": "unknown@example.com",
+        }
+    assert await db.users.find({}).to_list() == [{"_id": "u1", "name": "x"}]
+    assert await db[BACKUPS].count_documents({}) == 0
