@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import structlog
 
 from streamheal._bson import to_json_value
 from streamheal.config import Settings, load_settings, redact_uri
@@ -28,6 +29,7 @@ from streamheal.state import describe_violation
 EXIT_CLEAN = 0
 EXIT_VIOLATIONS = 1
 EXIT_ERROR = 2
+EXIT_CRASH = 3
 
 T = TypeVar("T")
 
@@ -46,6 +48,10 @@ def run_async(main: Callable[[], Awaitable[T]]) -> T:
         raise AssertionError("unreachable") from exc
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception:
+        # A bug, not a user's mistake: keep the traceback, in the log's format.
+        structlog.get_logger("streamheal").exception("streamheal_crashed")
+        sys.exit(EXIT_CRASH)
 
 
 def read_settings(rules_path: str) -> Settings:

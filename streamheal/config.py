@@ -8,14 +8,15 @@ field.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BeforeValidator, Field, PositiveInt, TypeAdapter, ValidationError
+from pydantic import Field, PositiveInt, TypeAdapter, ValidationError
 
+from streamheal._duration import Duration
+from streamheal._duration import parse_duration as parse_duration
 from streamheal._yaml import expand_variables, format_path, line_of, load_yaml_with_lines
 from streamheal.errors import RuleFileError, RuleFileProblem
 from streamheal.rules import Mode, Rule, build_rule, spec_types
@@ -23,26 +24,6 @@ from streamheal.rules._base import StrictModel
 
 
 EMBEDDED_URI = "embedded"
-_DURATION = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from `500ms`, `30s`, `2m`, `1h` or a plain number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 500ms, 30s or 2m")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group("number")) * _UNIT_S[match.group("unit")]
-    raise ValueError(f"expected a duration such as 500ms, 30s or 2m, not {value!r}")
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class MongoSettings(StrictModel):

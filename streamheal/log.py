@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 from structlog.typing import EventDict, WrappedLogger
 
 from streamheal._bson import truncate_text
@@ -66,7 +67,10 @@ def configure_logging(level: str = "info", file: str | None = None, *, console: 
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks,
+            # Locals are left out: they may hold a connection string.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            ),
             structlog.processors.JSONRenderer(),
         ],
     )

@@ -23,7 +23,7 @@ from streamheal.errors import ConnectionFailedError
 from streamheal.fixer import Fixer, Offer, ViolationQueue, supports_transactions
 from streamheal.rules import Database, Rule, Violation, Write
 from streamheal.state import MonitorState
-from streamheal.watchers import Sweeper, StreamWatcher
+from streamheal.watchers import ProfilerWatcher, Sweeper, StreamWatcher
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
@@ -66,6 +66,7 @@ class Monitor:
     ) -> None:
         self.settings = settings
         self.token = token
+        self.dashboard_url: str | None = None
         self.client = client
         self.db: Database = client[settings.mongodb.database]
         self.rules: list[Rule] = settings.build_rules()
@@ -105,11 +106,11 @@ class Monitor:
             finish_rule=self.finish_sweep,
         )
         profile_rules = [rule for rule in self.rules if not rule.checks_writes]
-        self.profiler: Any = None
-        if profile_rules:
-            from streamheal.watchers.profiler import ProfilerWatcher
-
-            self.profiler = ProfilerWatcher(self.db, profile_rules, engine.profiler_poll)
+        self.profiler = (
+            ProfilerWatcher(self.db, profile_rules, engine.profiler_poll, activity=self.state)  # type: ignore[arg-type]  # only slow_query rules skip write checks
+            if profile_rules
+            else None
+        )
         self.fixer = Fixer(
             client,
             self.db,
@@ -157,6 +158,7 @@ class Monitor:
 
     async def handle_writes(self, writes: list[Write]) -> None:
         """Check a batch of writes against every rule it can affect."""
+        self.state.record_write_batch(len(writes))
         written = {write.collection for write in writes}
         for rule in self.rules:
             if not rule.checks_writes or not written & rule.watched_collections():

@@ -25,6 +25,11 @@ if TYPE_CHECKING:
 
 RECENT_SIZE = 50
 ACTIVITY_SIZE = 50
+CHART_MINUTES = 60
+SECONDS_PER_MINUTE = 60
+# Upper bounds of the per-write check batch-size histogram, in writes.
+BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+CHART_SERIES = ("detected", "fixed", "simulated")
 
 
 def iso_time(timestamp: float) -> str:
@@ -52,7 +57,78 @@ class RuleStats:
     detected: int = 0
     fixed: int = 0
     failed: int = 0
+    simulated: int = 0
     last_seen: float | None = None
+
+
+@dataclass
+class MinuteCounts:
+    """Detections and fixes per wall-clock minute over the last hour.
+
+    The chart needs counts per minute, and only the server saw every event:
+    a page opened later must draw the same bars as one open all along. The
+    buckets form a ring keyed by minute number, so memory stays flat.
+    """
+
+    size: int = CHART_MINUTES
+    _buckets: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, series: str, timestamp: float) -> None:
+        minute = int(timestamp // SECONDS_PER_MINUTE)
+        bucket = self._buckets.setdefault(minute, {})
+        bucket[series] = bucket.get(series, 0) + 1
+        for old in [number for number in self._buckets if number <= minute - self.size]:
+            del self._buckets[old]
+
+    def series(self, now: float, names: tuple[str, ...]) -> dict[str, list[int]]:
+        """The last `size` minutes up to `now`, oldest first, zeros filled in.
+
+        `minutes` holds each minute's start in seconds since the epoch.
+        """
+        last = int(now // SECONDS_PER_MINUTE)
+        numbers = range(last - self.size + 1, last + 1)
+        result = {"minutes": [number * SECONDS_PER_MINUTE for number in numbers]}
+        for name in names:
+            result[name] = [
+                self._buckets.get(number, {}).get(name, 0) for number in numbers
+            ]
+        return result
+
+
+@dataclass
+class SizeHistogram:
+    """A cumulative histogram of sizes, read by the metrics collector.
+
+    It lives in the state rather than in a prometheus-client object so that
+    every web app built for the monitor (one per dashboard restart) reports
+    the same counts since the monitor started.
+    """
+
+    bounds: tuple[int, ...] = BATCH_SIZE_BOUNDS
+    counts: list[int] = field(
+        default_factory=lambda: [0] * (len(BATCH_SIZE_BOUNDS) + 1)
+    )
+    total: int = 0
+    observations: int = 0
+
+    def observe(self, size: int) -> None:
+        slot = next(
+            (index for index, bound in enumerate(self.bounds) if size <= bound),
+            len(self.bounds),
+        )
+        self.counts[slot] += 1
+        self.total += size
+        self.observations += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """(upper bound, count at or below it) pairs ending with "+Inf"."""
+        pairs: list[tuple[str, int]] = []
+        running = 0
+        labels = [*map(str, self.bounds), "+Inf"]
+        for bound, count in zip(labels, self.counts, strict=True):
+            running += count
+            pairs.append((bound, running))
+        return pairs
 
 
 @dataclass
@@ -87,6 +163,8 @@ class MonitorState:
     recent_fixes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_SIZE))
     activity: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ACTIVITY_SIZE))
     rule_stats: dict[str, RuleStats] = field(default_factory=dict)
+    per_minute: MinuteCounts = field(default_factory=MinuteCounts)
+    write_batch_sizes: SizeHistogram = field(default_factory=SizeHistogram)
     version: int = 0
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -117,6 +195,7 @@ class MonitorState:
         stats = self.rule_stats.setdefault(violation.rule, RuleStats())
         stats.detected += 1
         stats.last_seen = time.time()
+        self.per_minute.add("detected", stats.last_seen)
         entry = describe_violation(violation)
         entry.update(time=iso_time(time.time()), source=source)
         self.recent_detections.appendleft(entry)
@@ -130,13 +209,20 @@ class MonitorState:
         if status == "applied":
             self.fixed_total += 1
             stats.fixed += 1
+            self.per_minute.add("fixed", time.time())
         elif status == "dry_run":
             self.simulated_total += 1
+            stats.simulated += 1
+            self.per_minute.add("simulated", time.time())
         elif status == "failed":
             self.failed_total += 1
             stats.failed += 1
         self.recent_fixes.appendleft(to_json_value(dict(record)))
         self.touch()
+
+    def record_write_batch(self, writes: int) -> None:
+        """A per-write check ran on a batch of `writes` change events."""
+        self.write_batch_sizes.observe(writes)
 
     def snapshot(self) -> dict[str, Any]:
         """Everything the dashboard shows, as plain JSON values."""
@@ -196,6 +282,7 @@ class MonitorState:
                     "detected": self.rule_stats[rule.name].detected,
                     "fixed": self.rule_stats[rule.name].fixed,
                     "failed": self.rule_stats[rule.name].failed,
+                    "simulated": self.rule_stats[rule.name].simulated,
                     "last_seen": (
                         iso_time(self.rule_stats[rule.name].last_seen)
                         if self.rule_stats[rule.name].last_seen
@@ -204,6 +291,7 @@ class MonitorState:
                 }
                 for rule in self.rules
             ],
+            "per_minute": self.per_minute.series(time.time(), CHART_SERIES),
             "started_at": iso_time(self.started_at),
         }
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamheal.rules._base import Mode, Rule, RuleSpec
+from streamheal.rules.allowed import AllowedRule, AllowedSpec
+from streamheal.rules.pattern import PatternRule, PatternSpec
+from streamheal.rules.query import QueryRule, QuerySpec
+from streamheal.rules.range import RangeRule, RangeSpec
+from streamheal.rules.reference import ReferenceRule, ReferenceSpec
 from streamheal.rules.required import RequiredRule, RequiredSpec
+from streamheal.rules.type import TypeRule, TypeSpec
+from streamheal.rules.unique import UniqueRule, UniqueSpec
+from streamheal.rules.slow_query import SlowQueryRule, SlowQuerySpec
 
 
 @dataclass(frozen=True)
@@ -18,6 +26,14 @@ class RuleKind:
 
 KINDS: dict[str, RuleKind] = {
     "required": RuleKind(RequiredSpec, RequiredRule),
+    "unique": RuleKind(UniqueSpec, UniqueRule),
+    "reference": RuleKind(ReferenceSpec, ReferenceRule),
+    "allowed": RuleKind(AllowedSpec, AllowedRule),
+    "type": RuleKind(TypeSpec, TypeRule),
+    "range": RuleKind(RangeSpec, RangeRule),
+    "pattern": RuleKind(PatternSpec, PatternRule),
+    "query": RuleKind(QuerySpec, QueryRule),
+    "slow_query": RuleKind(SlowQuerySpec, SlowQueryRule),
 }
 
 

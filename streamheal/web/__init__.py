@@ -5,23 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import socket
 import sys
 from typing import TYPE_CHECKING
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
 
 from streamheal.web.app import TOKEN_HEADER, create_app
-
 
 if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 
 
-__all__ = ["TOKEN_HEADER", "create_app", "resolve_token", "serve"]
+__all__ = ["TOKEN_HEADER", "bind_dashboard", "create_app", "resolve_token", "serve"]
 
 TOKEN_ENV = "STREAMHEAL_TOKEN"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+GRACEFUL_TIMEOUT_S = 2.0
 
 
 def resolve_token() -> str:
@@ -30,12 +32,43 @@ def resolve_token() -> str:
     if token:
         return token
     token = secrets.token_urlsafe(24)
-    print(f"streamheal: action token for this run: {token}", file=sys.stderr, flush=True)
+    print(
+        f"streamheal: action token for this run: {token}", file=sys.stderr, flush=True
+    )
     return token
 
 
-async def serve(monitor: Monitor, stop: asyncio.Event) -> None:
-    """Serve the dashboard and API until `stop` is set."""
+def bind_dashboard(host: str, port: int) -> socket.socket:
+    """A socket listening on the dashboard address, bound now.
+
+    Binding before the server starts makes a busy port fail at once with a
+    plain OSError, and lets a client connect as soon as this returns: the
+    kernel holds the connection until Hypercorn accepts it.
+    """
+    family, kind, protocol, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )[0]
+    listening = socket.socket(family, kind, protocol)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listening.bind(address)
+        listening.listen()
+    except OSError:
+        listening.close()
+        raise
+    return listening
+
+
+async def serve(
+    monitor: Monitor, stop: asyncio.Event, *, listening: socket.socket | None = None
+) -> None:
+    """Serve the dashboard and API until `stop` is set.
+
+    `listening` is a socket from `bind_dashboard`; without one, the address
+    from the dashboard settings is bound here. Either way the server owns
+    and closes the socket. `monitor.dashboard_url` says where it listens.
+    """
     settings = monitor.settings.dashboard
     if settings.host not in LOOPBACK_HOSTS:
         monitor.events.warning(
@@ -44,11 +77,25 @@ async def serve(monitor: Monitor, stop: asyncio.Event) -> None:
             port=settings.port,
             note="reachable from other machines; actions still need the token",
         )
-    app = create_app(monitor, monitor.token)
+    if listening is None:
+        listening = bind_dashboard(settings.host, settings.port)
+    listening.setblocking(False)
+    app = create_app(monitor, monitor.token, shutdown=stop)
     config = Config()
-    config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
     config.errorlog = None
-    config.graceful_timeout = 2.0
-    monitor.events.info("dashboard_started", url=f"http://{settings.host}:{settings.port}/")
-    await hypercorn_serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]  # Quart is an ASGI app
+    config.graceful_timeout = GRACEFUL_TIMEOUT_S
+
+    # The bound port, not the configured one: port 0 asks for any free port.
+    port = listening.getsockname()[1]
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    monitor.dashboard_url = f"http://{host}:{port}/"
+    monitor.events.info("dashboard_started", url=monitor.dashboard_url)
+    await worker_serve(
+        wrap_app(app, config.wsgi_max_body_size, "asgi"),
+        config,
+        sockets=Sockets(
+            secure_sockets=[], insecure_sockets=[listening], quic_sockets=[]
+        ),
+        shutdown_trigger=stop.wait,
+    )

@@ -1,4 +1,4 @@
-"""The Quart application: JSON API, health, metrics, actions, dashboard.
+"""The Quart application: dashboard, JSON API, websocket, health, metrics, actions.
 
 It is a client of the monitor's state and nothing more: every page and
 endpoint reads `MonitorState.snapshot()` or calls one of the fixer's actions.
@@ -7,44 +7,92 @@ Actions that change anything need the token.
 
 from __future__ import annotations
 
-import hmac
+import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, jsonify, websocket
 
 from streamheal.errors import FixError
 from streamheal.fixer import rollback_fix
-
+from streamheal.web._actions import (
+    TOKEN_HEADER,
+    ActionAudit,
+    ActionResult,
+    is_authorised,
+)
+from streamheal.web._metrics import state_registry
+from streamheal.web._push import push_snapshots
 
 if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 
 
-TOKEN_HEADER = "X-Streamheal-Token"
+__all__ = ["TOKEN_HEADER", "create_app"]
+
+WEB_DIR = Path(__file__).resolve().parent
+
+# The page needs nothing from other origins; saying so in the policy means a
+# value that slipped past the text-only rendering still could not run.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+        "base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def create_app(monitor: Monitor, token: str) -> Quart:
-    """The app for one monitor; `token` guards every action."""
-    app = Quart("streamheal")
+def create_app(
+    monitor: Monitor, token: str, shutdown: asyncio.Event | None = None
+) -> Quart:
+    """The app for one monitor; `token` guards every action.
+
+    Setting `shutdown` ends the websocket pushes, so that a stopping server
+    closes them at once instead of waiting out its graceful timeout.
+    """
+    # The paths are given because Flask's search for them fails on a
+    # namespace package, which `streamheal` is.
+    app = Quart(
+        "streamheal",
+        root_path=str(WEB_DIR),
+        instance_path=str(WEB_DIR),
+        static_folder="static",
+        static_url_path="/static",
+    )
     app.config["STREAMHEAL_TOKEN"] = token
+    stopping = shutdown or asyncio.Event()
+    registry = state_registry(monitor.state)
+    audit = ActionAudit(monitor, token)
 
-    def is_authorised() -> bool:
-        given = request.headers.get(TOKEN_HEADER, "")
-        bearer = request.headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
-            given = given or bearer.removeprefix("Bearer ")
-        return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+    @app.after_request
+    async def add_security_headers(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
-    def refused() -> tuple[Response, int]:
-        return jsonify({"error": "This action needs the streamheal token."}), 401
-
-    def audit_action(action: str, **fields: Any) -> None:
-        monitor.events.info("action_taken", action=action, **fields)
+    @app.get("/")
+    async def dashboard() -> Response:
+        return await app.send_static_file("index.html")
 
     @app.get("/api/state")
     async def state() -> Response:
         return jsonify(monitor.state.snapshot())
+
+    @app.websocket("/ws")
+    async def push_state() -> None:
+        await push_snapshots(monitor.state, websocket.send, stopping)
+
+    @app.get("/api/auth")
+    async def check_token() -> tuple[Response, int]:
+        """Lets the page tell a wrong token from a right one before acting."""
+        if not is_authorised(token):
+            return jsonify({"authorised": False}), 401
+        return jsonify({"authorised": True}), 200
 
     @app.get("/healthz")
     async def healthz() -> tuple[Response, int]:
@@ -56,54 +104,67 @@ def create_app(monitor: Monitor, token: str) -> Quart:
         body = {"status": "ok" if status == 200 else "unhealthy", "checks": checks}
         return jsonify(body), status
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    register_actions(app, monitor, audit)
+    return app
+
+
+def register_actions(app: Quart, monitor: Monitor, audit: ActionAudit) -> None:
+    """The token-guarded endpoints that change what the monitor does."""
+
+    def fixer_target(_: Any) -> str:
+        return "fixer"
+
+    def violation_target(arguments: Any) -> str:
+        return str(arguments["violation_id"])
+
+    def fix_target(arguments: Any) -> str:
+        return str(arguments["fix_id"])
+
     @app.post("/api/fixer/pause")
-    async def pause() -> Any:
-        if not is_authorised():
-            return refused()
+    @audit.guarded("pause", fixer_target)
+    async def pause() -> ActionResult:
         monitor.fixer.pause()
-        audit_action("pause")
-        return jsonify({"paused": True})
+        return {"paused": True}, 200
 
     @app.post("/api/fixer/resume")
-    async def resume() -> Any:
-        if not is_authorised():
-            return refused()
+    @audit.guarded("resume", fixer_target)
+    async def resume() -> ActionResult:
         monitor.fixer.resume()
-        audit_action("resume")
-        return jsonify({"paused": False})
+        return {"paused": False}, 200
 
     @app.post("/api/violations/<violation_id>/approve")
-    async def approve(violation_id: str) -> Any:
-        if not is_authorised():
-            return refused()
+    @audit.guarded("approve", violation_target)
+    async def approve(violation_id: str) -> ActionResult:
         if not monitor.fixer.approve(violation_id):
-            return jsonify({"error": f"No fix of violation {violation_id} waits for approval."}), 404
-        audit_action("approve", violation_id=violation_id)
-        return jsonify({"approved": violation_id})
+            return {
+                "error": f"No fix of violation {violation_id} waits for approval."
+            }, 404
+        return {"approved": violation_id}, 200
 
     @app.post("/api/violations/<violation_id>/skip")
-    async def skip(violation_id: str) -> Any:
-        if not is_authorised():
-            return refused()
+    @audit.guarded("skip", violation_target)
+    async def skip(violation_id: str) -> ActionResult:
         if not monitor.fixer.skip(violation_id):
-            return jsonify({"error": f"Violation {violation_id} is not in the queue."}), 404
-        audit_action("skip", violation_id=violation_id)
-        return jsonify({"skipped": violation_id})
+            return {"error": f"Violation {violation_id} is not in the queue."}, 404
+        return {"skipped": violation_id}, 200
 
     @app.post("/api/fixes/<fix_id>/rollback")
-    async def rollback(fix_id: str) -> Any:
-        if not is_authorised():
-            return refused()
+    @audit.guarded("rollback", fix_target)
+    async def rollback(fix_id: str) -> ActionResult:
         try:
             record = await rollback_fix(
-                monitor.client, monitor.db, fix_id, use_transaction=monitor.fixer.use_transaction
+                monitor.client,
+                monitor.db,
+                fix_id,
+                use_transaction=monitor.fixer.use_transaction,
             )
         except FixError as exc:
-            return jsonify({"error": str(exc)}), 409
+            return {"error": str(exc)}, 409
         except PyMongoError as exc:
-            return jsonify({"error": f"The rollback failed: {exc}"}), 503
+            return {"error": f"The rollback failed: {exc}"}, 503
         monitor.state.record_fix(record)
-        audit_action("rollback", fix_id=fix_id, rule=record.get("rule"))
-        return jsonify({"rolled_back": fix_id})
-
-    return app
+        return {"rolled_back": fix_id, "rule": record.get("rule")}, 200

@@ -1,0 +1,127 @@
+"""The command line as a user meets it: exit codes, messages, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def streamheal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamheal.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+BROKEN = """\
+mongodb:
+  uri: mongodb://localhost:1
+  database: shop
+engine:
+  fix_delay: soon
+rules:
+  - name: a
+    kind: required
+    collection: users
+  - name: a
+    kind: unheard_of
+    collection: users
+"""
+
+
+def test_a_broken_rule_file_lists_every_problem_and_exits_2(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(BROKEN)
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "streamheal: 3 problems in the rule file:",
+        f"  {rules}:5: engine.fix_delay: expected a duration such as 500ms, 30s or 2m, not 'soon'.",
+        f"  {rules}:7: rules[0].fields: is required.",
+        f"  {rules}:10: rules[1]: unknown rule kind 'unheard_of'; expected one of "
+        "'required', 'unique', 'reference', 'allowed', 'type', 'range', 'pattern', "
+        "'query', 'slow_query'.",
+    ]
+
+
+def test_a_missing_rule_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = streamheal("check", str(tmp_path / "nope.yaml"))
+
+    assert result.returncode == 2
+    assert result.stderr == f"streamheal: 1 problem in the rule file:\n  {tmp_path / 'nope.yaml'}: (file): cannot be read: No such file or directory.\n"
+
+
+def test_an_unreachable_server_exits_2_without_the_password(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "mongodb:\n  uri: mongodb://admin:s3cret-pw@127.0.0.1:1/?serverSelectionTimeoutMS=300\n"
+        "  database: shop\nrules:\n  - {name: a, kind: required, collection: u, fields: [x]}\n"
+    )
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2
+    assert "s3cret-pw" not in result.stderr + result.stdout
+    assert result.stderr.startswith(
+        "streamheal: Could not connect to MongoDB at mongodb://admin:***@127.0.0.1:1/"
+    )
+
+
+async def test_check_reports_json_and_exits_1(db: Any, mongo_uri: str, tmp_path: Path) -> None:
+    await db.users.insert_many([{"_id": 1, "email": "a@x"}, {"_id": 2}, {"_id": 3, "email": ""}])
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+    )
+
+    result = streamheal("check", str(rules), "--format", "json")
+
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"] == {"total": 2, "by_rule": {"need_email": 2}}
+    assert [(v["documents"], v["key"], v["severity"]) for v in report["violations"]] == [
+        ([2], ["email"], "medium"),
+        ([3], ["email"], "medium"),
+    ]
+    assert report["violations"][0]["fix"] == "move the document to users_quarantine"
+
+
+async def test_check_exits_0_on_clean_data(db: Any, mongo_uri: str, tmp_path: Path) -> None:
+    await db.users.insert_one({"_id": 1, "email": "a@x"})
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+    )
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "0 violation(s)\n  need_email: 0\n"
+
+
+@pytest.mark.parametrize("command", [["history"], ["rollback", "nope"]])
+def test_history_and_rollback_report_connection_errors(command: list[str], tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "mongodb:\n  uri: mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300\n  database: shop\n"
+        "rules:\n  - {name: a, kind: required, collection: u, fields: [x]}\n"
+    )
+    args = [*command, str(rules)] if command[0] == "history" else ["rollback", "nope", str(rules)]
+
+    result = streamheal(*args)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("streamheal: Could not connect to MongoDB")

@@ -1,0 +1,71 @@
+"""`streamheal run` as a user runs it: a subprocess, its API, its logs, rollback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.process import get_json, streamheal_run
+
+
+RULES = """\
+mongodb:
+  uri: ${{TEST_MONGODB_URI}}
+  database: {database}
+engine:
+  fix_delay: 0
+  auto_fix: true
+  dry_run: false
+dashboard:
+  port: 0
+logging:
+  file: logs/streamheal.log
+rules:
+  - name: orders_need_status
+    kind: required
+    collection: orders
+    fields: [status]
+    fix: set_default
+    defaults: {{status: pending}}
+"""
+
+
+async def test_run_detects_fixes_and_rolls_back(db: Any, mongo_uri: str, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(database=db.name))
+
+    async with streamheal_run(rules, env={"TEST_MONGODB_URI": mongo_uri}) as streamheal:
+        started = await streamheal.wait_for("dashboard_started")
+        await streamheal.wait_for("sweep_completed")
+        written_at = time.monotonic()
+        await db.orders.insert_one({"_id": "o1", "total": 12})
+
+        detected = await streamheal.wait_for("violation_detected")
+        detected_after_s = time.monotonic() - written_at
+        state = await get_json(started["url"] + "api/state")
+        fixed = await streamheal.wait_for("fix_applied")
+        code = await streamheal.stop()
+
+    assert detected["document_id"] == "o1"
+    assert detected["source"] == "stream"
+    assert detected_after_s < 1.0
+    assert state["counts"]["detected"] == 1
+    assert state["recent_detections"][0]["documents"] == ["o1"]
+    assert code == 0
+    assert await db.orders.find_one({"_id": "o1"}) == {"_id": "o1", "total": 12, "status": "pending"}
+    assert await db.streamheal_backups.count_documents({"fix_id": fixed["fix_id"]}) == 1
+    assert (tmp_path / "logs" / "streamheal.log").exists()
+
+    rollback = subprocess.run(
+        [sys.executable, "-m", "streamheal.cli", "rollback", fixed["fix_id"], str(rules)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"TEST_MONGODB_URI": mongo_uri, "PATH": ""},
+    )
+
+    assert rollback.returncode == 0, rollback.stderr
+    assert await db.orders.find_one({"_id": "o1"}) == {"_id": "o1", "total": 12}

@@ -1,0 +1,504 @@
+"""The `slow_query` rule: query shapes, ESR index advice, covering indexes, fixes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from streamheal.config import parse_settings
+from streamheal.errors import FixError, RuleFileError
+from streamheal.rules import Operation
+from streamheal.rules._query_shape import (
+    QueryShape,
+    is_covered_by,
+    is_ignored,
+    normalise_filter,
+    recommend_index,
+    shape_of,
+)
+from streamheal.rules.slow_query import ShapeStats, SlowQueryRule
+
+
+def make_rule(body: str) -> SlowQueryRule:
+    settings = parse_settings(f"mongodb: {{database: x}}\nrules:\n{body}")
+    rule = settings.build_rules()[0]
+    assert isinstance(rule, SlowQueryRule)
+    return rule
+
+
+RULE = """
+  - name: slow_users
+    kind: slow_query
+    collection: users
+    threshold: 0ms
+"""
+
+
+@pytest.fixture
+async def profiling(db: Any) -> AsyncIterator[None]:
+    """Every operation of the test database is profiled; the old setting returns."""
+    status = await db.command("profile", -1)
+    await db.command("profile", 1, slowms=0)
+    yield
+    await db.command("profile", status["was"], slowms=status["slowms"])
+
+
+class TestSpec:
+    def test_defaults_follow_the_issue(self) -> None:
+        rule = make_rule("  - {name: s, kind: slow_query, collection: users}\n")
+
+        assert rule.spec.threshold == 0.1
+        assert rule.threshold_ms == 100
+        assert rule.slowms == 100
+        assert rule.spec.manage_profiler is True
+        assert rule.spec.fix == "recommend"
+        assert rule.severity.value == "low"
+        assert rule.checks_writes is False
+        assert rule.watched_collections() == frozenset()
+
+    def test_threshold_takes_a_duration(self) -> None:
+        rule = make_rule(
+            "  - {name: s, kind: slow_query, collection: '*', threshold: 1.5ms}\n"
+        )
+
+        assert rule.threshold_ms == 1.5
+        assert rule.slowms == 1
+
+    def test_unknown_fix_is_a_rule_file_error(self) -> None:
+        with pytest.raises(RuleFileError) as caught:
+            make_rule("  - {name: s, kind: slow_query, collection: u, fix: drop}\n")
+
+        assert [problem.field for problem in caught.value.problems] == ["rules[0].fix"]
+
+
+NORMALISED_FILTERS = [
+    ({"user": 9}, {"user": "?"}),
+    ({"user": {"$gt": 9}}, {"user": {"$gt": "?"}}),
+    ({"b": 1, "a": {"$lt": 5, "$gt": 1}}, {"a": {"$gt": "?", "$lt": "?"}, "b": "?"}),
+    ({"address": {"city": "Oslo"}}, {"address": "?"}),
+    ({"tags": ["a", "b"]}, {"tags": "?"}),
+    ({"tags": {"$in": ["a", "b", "c"]}}, {"tags": {"$in": "?"}}),
+    (
+        {"$or": [{"a": 1}, {"b": {"$in": [1, 2]}}]},
+        {"$or": [{"a": "?"}, {"b": {"$in": "?"}}]},
+    ),
+    (
+        {"items": {"$elemMatch": {"sku": "x", "qty": {"$gt": 2}}}},
+        {"items": {"$elemMatch": {"qty": {"$gt": "?"}, "sku": "?"}}},
+    ),
+    ({"n": {"$not": {"$gt": 5}}}, {"n": {"$not": {"$gt": "?"}}}),
+    (
+        {"$expr": {"$gt": ["$spent", 100]}},
+        {"$expr": {"$gt": ["$spent", "?"]}},
+    ),
+    (
+        {"name": {"$regex": "^a", "$options": "i"}},
+        {"name": {"$options": "?", "$regex": "?"}},
+    ),
+    ({}, {}),
+]
+
+
+@pytest.mark.parametrize(("query", "expected"), NORMALISED_FILTERS)
+def test_normalise_filter_keeps_fields_and_operators_only(
+    query: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    assert normalise_filter(query) == expected
+
+
+def find_entry(
+    query: dict[str, Any], sort: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    command: dict[str, Any] = {"find": "users", "filter": query}
+    if sort is not None:
+        command["sort"] = sort
+    return {"op": "query", "ns": "shop.users", "command": command, "millis": 5}
+
+
+class TestShapeOf:
+    def test_values_do_not_change_the_shape(self) -> None:
+        first = shape_of(find_entry({"user": {"$gt": 9}}))
+        second = shape_of(find_entry({"user": {"$gt": 3}}))
+
+        assert first is not None and second is not None
+        assert (
+            first.text
+            == second.text
+            == 'shop.users query/find filter={"user":{"$gt":"?"}}'
+        )
+
+    def test_sort_direction_changes_the_shape(self) -> None:
+        up = shape_of(find_entry({"user": 1}, {"age": 1}))
+        down = shape_of(find_entry({"user": 1}, {"age": -1.0}))
+
+        assert up is not None and down is not None
+        assert up.text == 'shop.users query/find filter={"user":"?"} sort={"age":1}'
+        assert down.text == 'shop.users query/find filter={"user":"?"} sort={"age":-1}'
+
+    @pytest.mark.parametrize(
+        ("entry", "expected"),
+        [
+            (
+                {
+                    "op": "command",
+                    "ns": "shop.users",
+                    "command": {
+                        "aggregate": "users",
+                        "pipeline": [
+                            {"$match": {"age": 2}},
+                            {"$sort": {"name": 1}},
+                            {"$group": {"_id": 1, "n": {"$sum": 1}}},
+                        ],
+                    },
+                },
+                QueryShape(
+                    "shop.users", "command", "aggregate", {"age": "?"}, {"name": 1}
+                ),
+            ),
+            (
+                {
+                    "op": "command",
+                    "ns": "shop.users",
+                    "command": {"distinct": "users", "key": "age", "query": {"u": 1}},
+                },
+                QueryShape("shop.users", "command", "distinct", {"u": "?"}),
+            ),
+            (
+                {
+                    "op": "command",
+                    "ns": "shop.users",
+                    "command": {"count": "users", "query": {"u": {"$lt": 1}}},
+                },
+                QueryShape("shop.users", "command", "count", {"u": {"$lt": "?"}}),
+            ),
+            (
+                # MongoDB: one entry per update statement, the statement as command.
+                {
+                    "op": "update",
+                    "ns": "shop.users",
+                    "command": {"q": {"u": 5}, "u": {"$set": {"x": 1}}, "multi": False},
+                },
+                QueryShape("shop.users", "update", "update", {"u": "?"}),
+            ),
+            (
+                # SecantusDB 0.7.0b3: the whole update command as command.
+                {
+                    "op": "update",
+                    "ns": "shop.users",
+                    "command": {
+                        "update": "users",
+                        "updates": [{"q": {"u": 5}, "u": {"$set": {"x": 1}}}],
+                    },
+                },
+                QueryShape("shop.users", "update", "update", {"u": "?"}),
+            ),
+            (
+                {
+                    "op": "remove",
+                    "ns": "shop.users",
+                    "command": {"q": {"u": {"$lt": 0}}, "limit": 0},
+                },
+                QueryShape("shop.users", "remove", "delete", {"u": {"$lt": "?"}}),
+            ),
+            (
+                {
+                    "op": "remove",
+                    "ns": "shop.users",
+                    "command": {"delete": "users", "deletes": [{"q": {"u": 1}}]},
+                },
+                QueryShape("shop.users", "remove", "delete", {"u": "?"}),
+            ),
+            (
+                {
+                    "op": "command",
+                    "ns": "shop.users",
+                    "command": {
+                        "findandmodify": "users",
+                        "query": {"state": "new"},
+                        "sort": {"at": 1},
+                        "update": {"$set": {"state": "taken"}},
+                    },
+                },
+                QueryShape(
+                    "shop.users", "command", "findAndModify", {"state": "?"}, {"at": 1}
+                ),
+            ),
+            (
+                {
+                    "op": "getmore",
+                    "ns": "shop.users",
+                    "command": {"getMore": 123, "collection": "users"},
+                    "originatingCommand": {"find": "users", "filter": {"a": 1}},
+                },
+                QueryShape("shop.users", "getmore", "find", {"a": "?"}),
+            ),
+        ],
+    )
+    def test_shape_of_each_operation(
+        self, entry: dict[str, Any], expected: QueryShape
+    ) -> None:
+        assert shape_of(entry) == expected
+
+    @pytest.mark.parametrize(
+        "entry",
+        [
+            {"op": "insert", "ns": "shop.users", "command": {"insert": "users"}},
+            {
+                "op": "command",
+                "ns": "shop.users",
+                "command": {"createIndexes": "users"},
+            },
+            {"op": "query", "ns": "shop.users"},
+        ],
+    )
+    def test_operations_without_a_filter_have_no_shape(
+        self, entry: dict[str, Any]
+    ) -> None:
+        assert shape_of(entry) is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            {"ns": "shop.users", "command": {"find": "users", "comment": "streamheal"}},
+            True,
+        ),
+        (
+            {
+                "ns": "shop.users",
+                "command": {"getMore": 1},
+                "originatingCommand": {"find": "users", "comment": "streamheal"},
+            },
+            True,
+        ),
+        ({"ns": "shop.system.profile", "command": {"find": "system.profile"}}, True),
+        ({"ns": "shop.streamheal_backups", "command": {"find": "x"}}, True),
+        ({"ns": "shop.users", "command": {"find": "users", "comment": "app"}}, False),
+        ({"ns": "shop.users", "command": {"find": "users"}}, False),
+    ],
+)
+def test_own_and_internal_operations_are_ignored(
+    entry: dict[str, Any], expected: bool
+) -> None:
+    assert is_ignored(entry) is expected
+
+
+def shape(query: dict[str, Any], sort: dict[str, Any] | None = None) -> QueryShape:
+    return QueryShape("shop.cars", "query", "find", normalise_filter(query), sort or {})
+
+
+RECOMMENDATIONS = [
+    pytest.param(
+        {"model": "x", "make": "y"}, None, (("make", 1), ("model", 1)), id="equality"
+    ),
+    pytest.param(
+        {"price": {"$gte": 1}, "make": "GM"},
+        {"model": -1},
+        (("make", 1), ("model", -1), ("price", 1)),
+        id="equality-sort-range",
+    ),
+    pytest.param(
+        {"make": {"$in": ["a", "b"]}, "price": {"$lt": 9}},
+        None,
+        (("make", 1), ("price", 1)),
+        id="in-alone-is-equality",
+    ),
+    pytest.param(
+        {"make": {"$in": ["a", "b"]}},
+        {"model": 1},
+        (("model", 1), ("make", 1)),
+        id="in-with-sort-is-range",
+    ),
+    pytest.param(
+        {"a": {"$ne": 1}, "b": {"$nin": [1]}, "c": {"$regex": "x"}, "d": {"$eq": 4}},
+        None,
+        (("d", 1), ("a", 1), ("b", 1), ("c", 1)),
+        id="ne-nin-regex-are-ranges",
+    ),
+    pytest.param(
+        {"age": {"$gt": 3}}, {"age": -1}, (("age", -1),), id="range-field-sorted-once"
+    ),
+    pytest.param(
+        {"make": "GM"},
+        {"make": 1, "model": -1},
+        (("make", 1), ("model", -1)),
+        id="sort-on-equality-field-not-repeated",
+    ),
+    pytest.param(
+        {"$and": [{"make": "GM"}, {"price": {"$lt": 5}}], "year": 2020},
+        None,
+        (("make", 1), ("year", 1), ("price", 1)),
+        id="and-branches-count",
+    ),
+    pytest.param({"$or": [{"a": 1}, {"b": 2}]}, None, (), id="or-is-left-out"),
+    pytest.param({"tags": {"$size": 2}}, None, (), id="unindexable-operator"),
+    pytest.param({}, None, (), id="nothing-to-index"),
+]
+
+
+@pytest.mark.parametrize(("query", "sort", "expected"), RECOMMENDATIONS)
+def test_recommend_index_follows_esr(
+    query: dict[str, Any], sort: dict[str, Any] | None, expected: tuple[Any, ...]
+) -> None:
+    assert recommend_index(shape(query, sort)) == expected
+
+
+COVERAGE = [
+    pytest.param({"a": 1, "b": 1, "c": 1}, (("a", 1), ("b", 1)), (), True, id="prefix"),
+    pytest.param({"a": 1, "b": 1}, (("a", 1), ("b", 1)), (), True, id="same"),
+    pytest.param({"b": 1, "a": 1}, (("a", 1), ("b", 1)), (), False, id="other-order"),
+    pytest.param({"a": 1}, (("a", 1), ("b", 1)), (), False, id="too-short"),
+    pytest.param({"a": -1}, (("a", 1),), (), True, id="equality-any-direction"),
+    pytest.param(
+        {"s": -1, "t": 1}, (("s", 1), ("t", -1)), ("s", "t"), True, id="sort-reversed"
+    ),
+    pytest.param(
+        {"s": 1, "t": 1}, (("s", 1), ("t", -1)), ("s", "t"), False, id="sort-mixed"
+    ),
+    pytest.param({"a": "text"}, (("a", 1),), (), False, id="text-index"),
+    pytest.param({"a": "hashed", "b": 1}, (("a", 1),), (), False, id="hashed-index"),
+]
+
+
+@pytest.mark.parametrize(("index_key", "keys", "sort_fields", "expected"), COVERAGE)
+def test_is_covered_by_needs_the_keys_as_a_prefix(
+    index_key: dict[str, Any],
+    keys: tuple[tuple[str, int], ...],
+    sort_fields: tuple[str, ...],
+    expected: bool,
+) -> None:
+    assert is_covered_by(index_key, keys, sort_fields) is expected
+
+
+def test_shape_stats_sum_what_the_profiler_gives() -> None:
+    stats = ShapeStats()
+    stats.add({"millis": 10, "docsExamined": 5})
+    stats.add({"millis": 20, "docsExamined": 7, "nreturned": 1})
+    stats.add({"millis": 40})
+
+    assert (stats.count, stats.mean_ms, stats.max_ms) == (3, 23.3, 40.0)
+    assert (stats.docs_examined, stats.returned) == (12, 1)
+
+
+class TestShapeFor:
+    def test_threshold_and_collection_decide(self) -> None:
+        rule = make_rule(
+            "  - {name: s, kind: slow_query, collection: users, threshold: 5ms}\n"
+        )
+        orders = {"op": "query", "ns": "shop.orders", "command": {"find": "orders"}}
+
+        assert rule.shape_for({**find_entry({"a": 1}), "millis": 5}) is not None
+        assert rule.shape_for({**find_entry({"a": 1}), "millis": 4}) is None
+        assert rule.shape_for({**orders, "millis": 50}) is None
+
+    def test_star_counts_every_collection(self) -> None:
+        rule = make_rule("  - {name: s, kind: slow_query, collection: '*'}\n")
+        orders = {"op": "query", "ns": "shop.orders", "command": {"find": "orders"}}
+
+        found = rule.shape_for({**orders, "millis": 100})
+
+        assert found is not None and found.collection == "orders"
+
+
+async def run_finds(db: Any) -> None:
+    await db.users.find({"user": {"$gt": 9}}).sort("age", -1).to_list()
+    await db.users.find({"user": {"$gt": 3}}).sort("age", -1).to_list()
+    await db.users.find({"user": 4}, comment="streamheal").to_list()
+
+
+async def test_sweep_groups_the_profile_by_shape(db: Any, profiling: None) -> None:
+    await db.users.insert_many([{"_id": i, "user": i, "age": i % 3} for i in range(12)])
+    await run_finds(db)
+    rule = make_rule(RULE)
+
+    found = [v async for v in rule.sweep(db)]
+
+    subject = f'{db.name}.users query/find filter={{"user":{{"$gt":"?"}}}}'
+    assert [(v.subject, v.details["count"]) for v in found] == [
+        (f'{subject} sort={{"age":-1}}', 2)
+    ]
+    violation = found[0]
+    assert violation.collection == "users"
+    assert violation.documents == ()
+    assert violation.key == {
+        "ns": f"{db.name}.users",
+        "op": "query",
+        "command": "find",
+        "filter": {"user": {"$gt": "?"}},
+        "sort": {"age": -1},
+    }
+    assert violation.details["recommended_index"] == [["age", -1], ["user", 1]]
+    # SecantusDB 0.7.0b3 profiles only millis and command: docsExamined and
+    # nreturned are absent, so their sums stay None (MongoDB would give them).
+    assert violation.details["docs_examined"] is None
+    assert violation.details["returned"] is None
+
+
+async def test_recheck_holds_while_the_profile_has_the_shape(
+    db: Any, profiling: None
+) -> None:
+    await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
+    await run_finds(db)
+    rule = make_rule(RULE)
+    [violation] = [v async for v in rule.sweep(db)]
+
+    assert await rule.recheck(db, violation) == violation
+
+    await db.command("profile", 0)
+    await db.drop_collection("system.profile")
+    assert await rule.recheck(db, violation) is None
+
+
+async def test_create_index_plan_names_the_keys(db: Any, profiling: None) -> None:
+    await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
+    await run_finds(db)
+    rule = make_rule(RULE + "    fix: create_index\n")
+    [violation] = [v async for v in rule.sweep(db)]
+
+    plan = await rule.plan_fix(db, violation)
+
+    assert plan.action == "create_index"
+    assert plan.operations == (
+        Operation("create_index", "users", index_keys=(("age", -1), ("user", 1))),
+    )
+    assert plan.summary == 'create index {"age":-1,"user":1} on users'
+    assert plan.changes_data is True
+
+
+async def test_recommend_plan_changes_nothing(db: Any, profiling: None) -> None:
+    await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
+    await run_finds(db)
+    rule = make_rule(RULE)
+    [violation] = [v async for v in rule.sweep(db)]
+
+    plan = await rule.plan_fix(db, violation)
+
+    assert plan.operations == (
+        Operation("recommend", "users", index_keys=(("age", -1), ("user", 1))),
+    )
+    assert plan.changes_data is False
+
+
+async def test_no_index_is_planned_when_one_covers_it(db: Any, profiling: None) -> None:
+    await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
+    await run_finds(db)
+    # Walked backwards, this index serves the descending sort on age.
+    await db.users.create_index([("age", 1), ("user", 1), ("name", 1)], name="by_age")
+    rule = make_rule(RULE + "    fix: create_index\n")
+    [violation] = [v async for v in rule.sweep(db)]
+
+    with pytest.raises(FixError, match="Index 'by_age' of collection users already"):
+        await rule.plan_fix(db, violation)
+
+
+async def test_a_shape_no_index_serves_is_not_planned(db: Any, profiling: None) -> None:
+    await db.users.insert_one({"_id": 1})
+    await db.users.find({}).to_list()
+    rule = make_rule(RULE + "    fix: create_index\n")
+    [violation] = [v async for v in rule.sweep(db)]
+
+    with pytest.raises(FixError, match="No index can serve"):
+        await rule.plan_fix(db, violation)
