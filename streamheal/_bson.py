@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bson import json_util
-from bson.json_util import JSONOptions, JSONMode
+from bson.json_util import JSONMode, JSONOptions
 
 
 RELAXED = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True)
@@ -63,6 +63,10 @@ def get_path(document: Mapping[str, Any], path: str) -> list[Any]:
             elif isinstance(value, list):
                 if part.isdigit() and int(part) < len(value):
                     found.append(value[int(part)])
-                found += [item[part] for item in value if isinstance(item, Mapping) and part in item]
+                found += [
+                    item[part]
+                    for item in value
+                    if isinstance(item, Mapping) and part in item
+                ]
         values = found
     return values

@@ -18,7 +18,9 @@ from streamheal.errors import RuleFileProblem
 
 Path = tuple[str | int, ...]
 
-_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_VARIABLE = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -79,7 +81,9 @@ def expand_variables(
     if isinstance(data, dict):
         result: dict[Any, Any] = {}
         for key, value in data.items():
-            result[key], found = expand_variables(value, lines, source, env, (*path, key))
+            result[key], found = expand_variables(
+                value, lines, source, env, (*path, key)
+            )
             problems += found
         return result, problems
 

@@ -12,7 +12,6 @@ import json
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -63,7 +62,9 @@ def read_settings(rules_path: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def database_uri(settings: Settings, *, memory: bool = False) -> AsyncIterator[str]:
+async def database_uri(
+    settings: Settings, *, memory: bool = False
+) -> AsyncIterator[str]:
     """The URI to use: the configured one, or an embedded server's."""
     if not settings.mongodb.is_embedded:
         yield settings.mongodb.uri
@@ -85,8 +86,12 @@ def main() -> None:
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.option("--host", help="Dashboard address (default from the rule file: 127.0.0.1).")
-@click.option("--port", type=int, help="Dashboard port (default from the rule file: 5000).")
+@click.option(
+    "--host", help="Dashboard address (default from the rule file: 127.0.0.1)."
+)
+@click.option(
+    "--port", type=int, help="Dashboard port (default from the rule file: 5000)."
+)
 def run(rules: str, host: str | None, port: int | None) -> None:
     """Watch the database, check every write and fix violations until stopped."""
     settings = read_settings(rules)
@@ -108,7 +113,11 @@ def with_dashboard(settings: Settings, host: str | None, port: int | None) -> Se
 
 
 async def serve_monitor(
-    settings: Settings, *, memory: bool = False, before_run: Any = None, prepare: Any = None
+    settings: Settings,
+    *,
+    memory: bool = False,
+    before_run: Any = None,
+    prepare: Any = None,
 ) -> None:
     """Run the monitor until SIGINT or SIGTERM.
 
@@ -128,8 +137,14 @@ async def serve_monitor(
         try:
             if prepare is not None:
                 await prepare(client[settings.mongodb.database])
-            monitor = Monitor(settings, client, uri=uri, hello=hello, token=resolve_token())
-            extra = [] if before_run is None else [asyncio.create_task(before_run(monitor, uri, stop))]
+            monitor = Monitor(
+                settings, client, uri=uri, hello=hello, token=resolve_token()
+            )
+            extra = (
+                []
+                if before_run is None
+                else [asyncio.create_task(before_run(monitor, uri, stop))]
+            )
             await monitor.run(stop)
             for task in extra:
                 task.cancel()
@@ -140,7 +155,9 @@ async def serve_monitor(
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+)
 def check(rules: str, output_format: str) -> None:
     """Sweep once, report the violations, fix nothing.
 
@@ -173,7 +190,10 @@ async def sweep_once(settings: Settings) -> dict[str, Any]:
                     by_rule[rule.name] += 1
         finally:
             await client.close()
-    return {"violations": violations, "summary": {"total": len(violations), "by_rule": by_rule}}
+    return {
+        "violations": violations,
+        "summary": {"total": len(violations), "by_rule": by_rule},
+    }
 
 
 def print_text_report(report: dict[str, Any]) -> None:
@@ -196,7 +216,9 @@ def print_text_report(report: dict[str, Any]) -> None:
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
 @click.option("--limit", default=50, show_default=True, help="How many fixes to list.")
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text")
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
+)
 def history(rules: str, limit: int, output_format: str) -> None:
     """List fixes, newest first, with their ids."""
     settings = read_settings(rules)
@@ -234,7 +256,9 @@ def rollback(fix_id: str, rules: str) -> None:
     """Restore the documents a fix changed or removed, exactly as they were."""
     settings = read_settings(rules)
     record = run_async(lambda: undo(settings, fix_id))
-    click.echo(f"Rolled back fix {fix_id} ({record.get('rule')}: {record.get('summary')}).")
+    click.echo(
+        f"Rolled back fix {fix_id} ({record.get('rule')}: {record.get('summary')})."
+    )
 
 
 async def undo(settings: Settings, fix_id: str) -> dict[str, Any]:
@@ -246,15 +270,25 @@ async def undo(settings: Settings, fix_id: str) -> dict[str, Any]:
         try:
             use_transaction = await supports_transactions(client)
             return await rollback_fix(
-                client, client[settings.mongodb.database], fix_id, use_transaction=use_transaction
+                client,
+                client[settings.mongodb.database],
+                fix_id,
+                use_transaction=use_transaction,
             )
         finally:
             await client.close()
 
 
 @main.command()
-@click.option("--port", type=int, default=5000, show_default=True, help="Dashboard port.")
-@click.option("--rules", "rules_path", type=click.Path(dir_okay=False), help="Rule file (default: the bundled demo rules).")
+@click.option(
+    "--port", type=int, default=5000, show_default=True, help="Dashboard port."
+)
+@click.option(
+    "--rules",
+    "rules_path",
+    type=click.Path(dir_okay=False),
+    help="Rule file (default: the bundled demo rules).",
+)
 def demo(port: int, rules_path: str | None) -> None:
     """Everything at once: embedded server, sample data, live traffic, dashboard."""
     from streamheal.demo import DEMO_RULES, run_demo
@@ -262,8 +296,14 @@ def demo(port: int, rules_path: str | None) -> None:
     settings = read_settings(rules_path or str(DEMO_RULES))
     settings = with_dashboard(settings, None, port)
     configure_logging(settings.logging.level, settings.logging.file)
-    click.echo(f"streamheal demo: dashboard at http://{settings.dashboard.host}:{port}/", err=True)
-    click.echo(f"streamheal demo: database {redact_uri(settings.mongodb.uri)} (in memory)", err=True)
+    click.echo(
+        f"streamheal demo: dashboard at http://{settings.dashboard.host}:{port}/",
+        err=True,
+    )
+    click.echo(
+        f"streamheal demo: database {redact_uri(settings.mongodb.uri)} (in memory)",
+        err=True,
+    )
     run_async(lambda: run_demo(settings))
 
 

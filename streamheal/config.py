@@ -10,14 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PositiveInt, TypeAdapter, ValidationError
 
 from streamheal._duration import Duration
 from streamheal._duration import parse_duration as parse_duration
-from streamheal._yaml import expand_variables, format_path, line_of, load_yaml_with_lines
+from streamheal._yaml import (
+    expand_variables,
+    format_path,
+    line_of,
+    load_yaml_with_lines,
+)
 from streamheal.errors import RuleFileError, RuleFileProblem
 from streamheal.rules import Mode, Rule, build_rule, spec_types
 from streamheal.rules._base import StrictModel
@@ -67,7 +72,7 @@ class LoggingSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-AnyRuleSpec = Annotated[Union[spec_types()], Field(discriminator="kind")]  # type: ignore[valid-type]  # the union is built from the registry at import
+AnyRuleSpec = Annotated[spec_types(), Field(discriminator="kind")]  # type: ignore[valid-type]  # the union is built from the registry at import
 
 
 class Settings(StrictModel):
@@ -84,13 +89,17 @@ class Settings(StrictModel):
 _SETTINGS = TypeAdapter(Settings)
 
 
-def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | Path, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Read, expand and validate a rule file, or raise `RuleFileError`."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        problem = RuleFileProblem(source, None, "(file)", f"cannot be read: {exc.strerror}.")
+        problem = RuleFileProblem(
+            source, None, "(file)", f"cannot be read: {exc.strerror}."
+        )
         raise RuleFileError([problem]) from None
     return parse_settings(text, source, environ)
 
@@ -105,7 +114,10 @@ def parse_settings(
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         problem = RuleFileProblem(
-            source, 1, "(top level)", f"expected a mapping with mongodb and rules, found {found}."
+            source,
+            1,
+            "(top level)",
+            f"expected a mapping with mongodb and rules, found {found}.",
         )
         raise RuleFileError([problem])
 
@@ -113,7 +125,9 @@ def parse_settings(
     try:
         settings = _SETTINGS.validate_python(data)
     except ValidationError as exc:
-        problems += [_problem_from(error, lines, source, data) for error in exc.errors()]
+        problems += [
+            _problem_from(error, lines, source, data) for error in exc.errors()
+        ]
         raise RuleFileError(problems) from None
 
     problems += _check_rule_names(settings, lines, source)
@@ -143,7 +157,9 @@ def _problem_from(
         message = "is not a known setting here (check its spelling and indentation)"
     elif error["type"] == "missing":
         message = "is required"
-    return RuleFileProblem(source, line_of(lines, path), format_path(path), f"{message}.")
+    return RuleFileProblem(
+        source, line_of(lines, path), format_path(path), f"{message}."
+    )
 
 
 def _kind_at(data: Any, index: Any) -> Any:
@@ -187,4 +203,3 @@ def redact_uri(uri: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-

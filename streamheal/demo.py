@@ -28,7 +28,16 @@ ORDERS = 5000
 PRODUCTS = 60
 STATUSES = ("pending", "paid", "shipped", "delivered")
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson")
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+)
 
 log = structlog.get_logger("streamheal.demo")
 
@@ -40,7 +49,8 @@ def make_user(rng: random.Random, number: int) -> dict[str, Any]:
         "name": f"{first} {last}",
         "email": f"{first}.{last}{number}@example.com".lower(),
         "country": rng.choice(["NL", "DE", "FR", "GB", "US"]),
-        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(hours=number),
+        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        + dt.timedelta(hours=number),
     }
 
 
@@ -72,7 +82,9 @@ def seed_documents(rng: random.Random) -> dict[str, list[dict[str, Any]]]:
     products = [make_product(rng, n) for n in range(1, PRODUCTS + 1)]
 
     # The same person signed up twice, once with different case and spaces.
-    users.append({**users[4], "_id": USERS + 1, "email": "  " + users[4]["email"].upper()})
+    users.append(
+        {**users[4], "_id": USERS + 1, "email": "  " + users[4]["email"].upper()}
+    )
     users.append({**users[9], "_id": USERS + 2})
     # Records missing what the application needs.
     users.append({"_id": USERS + 3, "email": "nameless@example.com", "country": "NL"})
@@ -113,28 +125,47 @@ async def write_traffic(db: Any, stop: asyncio.Event) -> None:
             pass
 
 
-async def write_one(db: Any, rng: random.Random, next_user: int, next_order: int) -> tuple[int, int]:
+async def write_one(
+    db: Any, rng: random.Random, next_user: int, next_order: int
+) -> tuple[int, int]:
     roll = rng.random()
     if roll < 0.06:
-        existing = await db.users.find_one({"email": {"$type": "string", "$ne": ""}}, skip=rng.randrange(50))
+        existing = await db.users.find_one(
+            {"email": {"$type": "string", "$ne": ""}}, skip=rng.randrange(50)
+        )
         if existing:
-            await db.users.insert_one({**existing, "_id": next_user, "email": existing["email"].title()})
+            await db.users.insert_one(
+                {**existing, "_id": next_user, "email": existing["email"].title()}
+            )
             return next_user + 1, next_order
     if roll < 0.10:
-        await db.orders.insert_one({**make_order(rng, next_order, USERS), "user_id": 777_000 + next_order})
+        await db.orders.insert_one(
+            {**make_order(rng, next_order, USERS), "user_id": 777_000 + next_order}
+        )
         return next_user, next_order + 1
     if roll < 0.14:
-        await db.orders.update_one({"_id": rng.randrange(1, ORDERS)}, {"$set": {"status": "lost"}})
+        await db.orders.update_one(
+            {"_id": rng.randrange(1, ORDERS)}, {"$set": {"status": "lost"}}
+        )
         return next_user, next_order
     if roll < 0.17:
-        await db.users.insert_one({"_id": next_user, "email": f"anon{next_user}@example.com"})
+        await db.users.insert_one(
+            {"_id": next_user, "email": f"anon{next_user}@example.com"}
+        )
         return next_user + 1, next_order
     if roll < 0.20:
-        await db.products.update_one({"_id": rng.randrange(1, PRODUCTS)}, {"$set": {"stock": -rng.randrange(1, 9)}})
+        await db.products.update_one(
+            {"_id": rng.randrange(1, PRODUCTS)},
+            {"$set": {"stock": -rng.randrange(1, 9)}},
+        )
         return next_user, next_order
     if roll < 0.24:
         # A lookup by an unindexed field: the slow-query rule's material.
-        await db.orders.find({"status": "pending", "quantity": {"$gte": 3}}).sort("total", -1).to_list(20)
+        await (
+            db.orders.find({"status": "pending", "quantity": {"$gte": 3}})
+            .sort("total", -1)
+            .to_list(20)
+        )
         return next_user, next_order
     if roll < 0.6:
         await db.orders.insert_one(make_order(rng, next_order, USERS))
@@ -153,4 +184,6 @@ async def run_demo(settings: Settings) -> None:
         finally:
             await client.close()
 
-    await serve_monitor(settings, memory=True, before_run=traffic, prepare=load_demo_data)
+    await serve_monitor(
+        settings, memory=True, before_run=traffic, prepare=load_demo_data
+    )

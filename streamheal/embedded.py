@@ -101,7 +101,7 @@ class EmbeddedServer:
             "--log-level", "WARNING",
             *self.extra_args,
         ]  # fmt: skip
-        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        output = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self._process = subprocess.Popen(
             command,
             stdout=output,

@@ -41,12 +41,16 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def scrub_fields(logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
+def scrub_fields(
+    logger: WrappedLogger, method: str, event_dict: EventDict
+) -> EventDict:
     """A processor: no password and no huge value reaches a log line."""
     return {key: _scrub(value) for key, value in event_dict.items()}
 
 
-def configure_logging(level: str = "info", file: str | None = None, *, console: bool | None = None) -> None:
+def configure_logging(
+    level: str = "info", file: str | None = None, *, console: bool | None = None
+) -> None:
     """Send structlog events to stdout (and to `file`), at `level` and above."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

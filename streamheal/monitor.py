@@ -23,7 +23,7 @@ from streamheal.errors import ConnectionFailedError
 from streamheal.fixer import Fixer, Offer, ViolationQueue, supports_transactions
 from streamheal.rules import Database, Rule, Violation, Write
 from streamheal.state import MonitorState
-from streamheal.watchers import ProfilerWatcher, Sweeper, StreamWatcher
+from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
@@ -34,6 +34,9 @@ def open_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(
         uri,
         tz_aware=True,
+        # Dates outside Python's datetime range must not make a document
+        # unreadable: they decode to DatetimeMS and encode back unchanged.
+        datetime_conversion="DATETIME_AUTO",
         appname="streamheal",
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
     )
@@ -47,7 +50,9 @@ async def connect(uri: str) -> tuple[AsyncMongoClient[dict[str, Any]], dict[str,
         build = await client.admin.command("buildInfo")
     except PyMongoError as exc:
         await client.close()
-        raise ConnectionFailedError(redact_uri(uri), str(exc).split(", Timeout:")[0]) from None
+        raise ConnectionFailedError(
+            redact_uri(uri), str(exc).split(", Timeout:")[0]
+        ) from None
     hello["version"] = build.get("version")
     return client, hello
 
@@ -86,7 +91,9 @@ class Monitor:
 
         engine = settings.engine
         write_rules = [rule for rule in self.rules if rule.checks_writes]
-        collections = {name for rule in write_rules for name in rule.watched_collections()}
+        collections = {
+            name for rule in write_rules for name in rule.watched_collections()
+        }
         self.stream = StreamWatcher(
             client,
             self.db,
@@ -107,7 +114,9 @@ class Monitor:
         )
         profile_rules = [rule for rule in self.rules if not rule.checks_writes]
         self.profiler = (
-            ProfilerWatcher(self.db, profile_rules, engine.profiler_poll, activity=self.state)  # type: ignore[arg-type]  # only slow_query rules skip write checks
+            ProfilerWatcher(
+                self.db, profile_rules, engine.profiler_poll, activity=self.state
+            )  # type: ignore[arg-type]  # only slow_query rules skip write checks
             if profile_rules
             else None
         )
@@ -121,7 +130,9 @@ class Monitor:
             max_docs_per_fix=engine.max_docs_per_fix,
             max_attempts=engine.max_attempts,
             backup=engine.backup,
-            use_transaction=bool(hello and (hello.get("setName") or hello.get("msg") == "isdbgrid")),
+            use_transaction=bool(
+                hello and (hello.get("setName") or hello.get("msg") == "isdbgrid")
+            ),
         )
 
     # Routing violations.
@@ -137,12 +148,16 @@ class Monitor:
                     rule=violation.rule,
                     collection=violation.collection,
                     violation_id=violation.id,
-                    document_id=to_json_value(violation.documents[0]) if violation.documents else None,
+                    document_id=to_json_value(violation.documents[0])
+                    if violation.documents
+                    else None,
                     source=source,
                     description=violation.description,
                 )
             elif outcome is Offer.DEFERRED:
-                self.events.debug("violation_deferred", rule=violation.rule, violation_id=violation.id)
+                self.events.debug(
+                    "violation_deferred", rule=violation.rule, violation_id=violation.id
+                )
         self.state.touch()
 
     def resolve(self, violation_id: str, reason: str) -> None:
@@ -170,9 +185,16 @@ class Monitor:
             except asyncio.CancelledError:
                 raise
             except RECHECK_ERRORS as exc:
-                self.events.error("rule_failed", rule=rule.name, collection=rule.collection, error=str(exc))
+                self.events.error(
+                    "rule_failed",
+                    rule=rule.name,
+                    collection=rule.collection,
+                    error=str(exc),
+                )
 
-    async def _recheck_touched(self, rule: Rule, writes: Sequence[Write], found: set[str]) -> None:
+    async def _recheck_touched(
+        self, rule: Rule, writes: Sequence[Write], found: set[str]
+    ) -> None:
         """Open violations the writes may have ended are asked again."""
         for entry in self.queue.entries_for(rule.name):
             if entry.id in found or not rule.is_touched_by(entry.violation, writes):
@@ -191,11 +213,16 @@ class Monitor:
 
     async def forget_collection(self, collection: str, operation: str) -> None:
         """A watched collection was dropped or renamed: its violations go."""
-        gone = [entry.id for entry in self.queue if entry.violation.collection == collection]
+        gone = [
+            entry.id for entry in self.queue if entry.violation.collection == collection
+        ]
         for violation_id in gone:
             self.queue.remove(violation_id)
         self.events.warning(
-            "collection_gone", collection=collection, action=operation, violations_cleared=len(gone)
+            "collection_gone",
+            collection=collection,
+            action=operation,
+            violations_cleared=len(gone),
         )
 
     async def _sweep_soon(self) -> None:
@@ -219,7 +246,11 @@ class Monitor:
         ]
         async with self._profiler_enabled():
             if self.profiler is not None:
-                tasks.append(asyncio.create_task(self.profiler.run(self.report, stop), name="profiler"))
+                tasks.append(
+                    asyncio.create_task(
+                        self.profiler.run(self.report, stop), name="profiler"
+                    )
+                )
             if serve_web:
                 from streamheal.web import serve
 
@@ -231,9 +262,15 @@ class Monitor:
     async def _wait(self, stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
         stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                [stopper, *tasks], return_when=asyncio.FIRST_COMPLETED
+            )
             for task in done:
-                if task is not stopper and not task.cancelled() and task.exception() is not None:
+                if (
+                    task is not stopper
+                    and not task.cancelled()
+                    and task.exception() is not None
+                ):
                     raise task.exception()  # type: ignore[misc]  # re-raise a part's crash
         finally:
             for task in [stopper, *tasks]:
@@ -253,4 +290,3 @@ class Monitor:
 
     async def supports_transactions(self) -> bool:
         return await supports_transactions(self.client)
-

@@ -32,8 +32,12 @@ def mongo_uri(mongo_server: EmbeddedServer) -> str:
 
 
 @pytest.fixture(scope="session")
-async def mongo_client(mongo_uri: str) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
+async def mongo_client(
+    mongo_uri: str,
+) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, tz_aware=True
+    )
     yield client
     await client.close()
 
@@ -45,7 +49,9 @@ def database_name() -> str:
 
 
 @pytest.fixture
-async def db(mongo_client: AsyncMongoClient[dict[str, Any]], database_name: str) -> AsyncIterator[Any]:
+async def db(
+    mongo_client: AsyncMongoClient[dict[str, Any]], database_name: str
+) -> AsyncIterator[Any]:
     database = mongo_client[database_name]
     yield database
     await mongo_client.drop_database(database_name)

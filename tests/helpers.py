@@ -39,13 +39,17 @@ async def running_monitor(uri: str, settings: Settings) -> AsyncIterator[Monitor
 
 
 async def wait_for_state(
-    monitor: Monitor, condition: Callable[[Any], bool], timeout_s: float = WAIT_TIMEOUT_S
+    monitor: Monitor,
+    condition: Callable[[Any], bool],
+    timeout_s: float = WAIT_TIMEOUT_S,
 ) -> None:
     """Wait until the monitor's state satisfies `condition`, awaiting changes."""
 
     async def wait() -> None:
         version = -1
         while not condition(monitor.state):
-            version = await monitor.state.wait_changed(max(version, monitor.state.version))
+            version = await monitor.state.wait_changed(
+                max(version, monitor.state.version)
+            )
 
     await asyncio.wait_for(wait(), timeout_s)

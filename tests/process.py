@@ -47,7 +47,11 @@ class StreamhealProcess:
             self.stderr_lines.append(raw.decode(errors="replace").rstrip("\n"))
 
     async def wait_for(
-        self, event: str, where: Callable[[dict[str, Any]], bool] = lambda e: True, *, after: int = 0
+        self,
+        event: str,
+        where: Callable[[dict[str, Any]], bool] = lambda e: True,
+        *,
+        after: int = 0,
     ) -> dict[str, Any]:
         """The first logged event named `event` (from index `after`) matching `where`."""
 
@@ -83,7 +87,9 @@ class StreamhealProcess:
 
 
 @contextlib.asynccontextmanager
-async def streamheal_run(rules: Path, *, env: dict[str, str] | None = None) -> AsyncIterator[StreamhealProcess]:
+async def streamheal_run(
+    rules: Path, *, env: dict[str, str] | None = None
+) -> AsyncIterator[StreamhealProcess]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamheal.cli", "run", str(rules),
         stdout=asyncio.subprocess.PIPE,

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 
-def streamheal(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def streamheal(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "streamheal.cli", *args],
         capture_output=True,
@@ -59,7 +61,10 @@ def test_a_missing_rule_file_is_a_clear_error(tmp_path: Path) -> None:
     result = streamheal("check", str(tmp_path / "nope.yaml"))
 
     assert result.returncode == 2
-    assert result.stderr == f"streamheal: 1 problem in the rule file:\n  {tmp_path / 'nope.yaml'}: (file): cannot be read: No such file or directory.\n"
+    assert (
+        result.stderr
+        == f"streamheal: 1 problem in the rule file:\n  {tmp_path / 'nope.yaml'}: (file): cannot be read: No such file or directory.\n"
+    )
 
 
 def test_an_unreachable_server_exits_2_without_the_password(tmp_path: Path) -> None:
@@ -78,8 +83,12 @@ def test_an_unreachable_server_exits_2_without_the_password(tmp_path: Path) -> N
     )
 
 
-async def test_check_reports_json_and_exits_1(db: Any, mongo_uri: str, tmp_path: Path) -> None:
-    await db.users.insert_many([{"_id": 1, "email": "a@x"}, {"_id": 2}, {"_id": 3, "email": ""}])
+async def test_check_reports_json_and_exits_1(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    await db.users.insert_many(
+        [{"_id": 1, "email": "a@x"}, {"_id": 2}, {"_id": 3, "email": ""}]
+    )
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
@@ -91,14 +100,18 @@ async def test_check_reports_json_and_exits_1(db: Any, mongo_uri: str, tmp_path:
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["summary"] == {"total": 2, "by_rule": {"need_email": 2}}
-    assert [(v["documents"], v["key"], v["severity"]) for v in report["violations"]] == [
+    assert [
+        (v["documents"], v["key"], v["severity"]) for v in report["violations"]
+    ] == [
         ([2], ["email"], "medium"),
         ([3], ["email"], "medium"),
     ]
     assert report["violations"][0]["fix"] == "move the document to users_quarantine"
 
 
-async def test_check_exits_0_on_clean_data(db: Any, mongo_uri: str, tmp_path: Path) -> None:
+async def test_check_exits_0_on_clean_data(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
     await db.users.insert_one({"_id": 1, "email": "a@x"})
     rules = tmp_path / "rules.yaml"
     rules.write_text(
@@ -113,13 +126,19 @@ async def test_check_exits_0_on_clean_data(db: Any, mongo_uri: str, tmp_path: Pa
 
 
 @pytest.mark.parametrize("command", [["history"], ["rollback", "nope"]])
-def test_history_and_rollback_report_connection_errors(command: list[str], tmp_path: Path) -> None:
+def test_history_and_rollback_report_connection_errors(
+    command: list[str], tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "mongodb:\n  uri: mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300\n  database: shop\n"
         "rules:\n  - {name: a, kind: required, collection: u, fields: [x]}\n"
     )
-    args = [*command, str(rules)] if command[0] == "history" else ["rollback", "nope", str(rules)]
+    args = (
+        [*command, str(rules)]
+        if command[0] == "history"
+        else ["rollback", "nope", str(rules)]
+    )
 
     result = streamheal(*args)
 

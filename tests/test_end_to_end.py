@@ -33,7 +33,9 @@ rules:
 """
 
 
-async def test_run_detects_fixes_and_rolls_back(db: Any, mongo_uri: str, tmp_path: Path) -> None:
+async def test_run_detects_fixes_and_rolls_back(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES.format(database=db.name))
 
@@ -55,12 +57,23 @@ async def test_run_detects_fixes_and_rolls_back(db: Any, mongo_uri: str, tmp_pat
     assert state["counts"]["detected"] == 1
     assert state["recent_detections"][0]["documents"] == ["o1"]
     assert code == 0
-    assert await db.orders.find_one({"_id": "o1"}) == {"_id": "o1", "total": 12, "status": "pending"}
+    assert await db.orders.find_one({"_id": "o1"}) == {
+        "_id": "o1",
+        "total": 12,
+        "status": "pending",
+    }
     assert await db.streamheal_backups.count_documents({"fix_id": fixed["fix_id"]}) == 1
     assert (tmp_path / "logs" / "streamheal.log").exists()
 
     rollback = subprocess.run(
-        [sys.executable, "-m", "streamheal.cli", "rollback", fixed["fix_id"], str(rules)],
+        [
+            sys.executable,
+            "-m",
+            "streamheal.cli",
+            "rollback",
+            fixed["fix_id"],
+            str(rules),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -21,8 +21,12 @@ REQUIRED_FIX = """
 FAST = "  fix_delay: 0\n  sweep_interval: 1h"
 
 
-async def test_bad_write_is_detected_through_the_stream(db: Any, mongo_uri: str) -> None:
-    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST)
+async def test_bad_write_is_detected_through_the_stream(
+    db: Any, mongo_uri: str
+) -> None:
+    settings = settings_for(
+        db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST
+    )
     async with running_monitor(mongo_uri, settings) as monitor:
         written_at = time.monotonic()
         await db.users.insert_one({"_id": "u1", "name": "no mail"})
@@ -53,15 +57,24 @@ async def test_fix_applies_backs_up_and_rolls_back(db: Any, mongo_uri: str) -> N
         record = await db[FIXES].find_one({"_id": backup["fix_id"]})
         assert record["status"] == "applied"
 
-        await rollback_fix(monitor.client, monitor.db, backup["fix_id"], use_transaction=True)
+        await rollback_fix(
+            monitor.client, monitor.db, backup["fix_id"], use_transaction=True
+        )
 
-        assert await db.users.find_one({"_id": "u1"}) == {"_id": "u1", "name": "no mail"}
+        assert await db.users.find_one({"_id": "u1"}) == {
+            "_id": "u1",
+            "name": "no mail",
+        }
         record = await db[FIXES].find_one({"_id": backup["fix_id"]})
         assert record["status"] == "rolled_back"
 
 
-async def test_violation_fixed_by_someone_else_leaves_the_queue(db: Any, mongo_uri: str) -> None:
-    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST)
+async def test_violation_fixed_by_someone_else_leaves_the_queue(
+    db: Any, mongo_uri: str
+) -> None:
+    settings = settings_for(
+        db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST
+    )
     await db.users.insert_one({"_id": "u1"})
     async with running_monitor(mongo_uri, settings) as monitor:
         assert len(monitor.queue) == 1
@@ -70,8 +83,12 @@ async def test_violation_fixed_by_someone_else_leaves_the_queue(db: Any, mongo_u
         await wait_for_state(monitor, lambda state: len(state.queue) == 0)
 
 
-async def test_dry_run_changes_nothing_and_simulates_once(db: Any, mongo_uri: str) -> None:
-    settings = settings_for(db.name, REQUIRED_FIX.replace("mode: fix", "mode: dry_run"), FAST)
+async def test_dry_run_changes_nothing_and_simulates_once(
+    db: Any, mongo_uri: str
+) -> None:
+    settings = settings_for(
+        db.name, REQUIRED_FIX.replace("mode: fix", "mode: dry_run"), FAST
+    )
     await db.users.insert_one({"_id": "u1", "name": "x"})
     async with running_monitor(mongo_uri, settings) as monitor:
         await wait_for_state(monitor, lambda state: state.simulated_total == 1)

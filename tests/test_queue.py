@@ -6,8 +6,12 @@ from streamheal.fixer import EntryStatus, Offer, ViolationQueue
 from streamheal.rules import Severity, Violation
 
 
-def violation(subject: str, severity: Severity = Severity.MEDIUM, rule: str = "r") -> Violation:
-    return Violation(rule, "required", "c", severity, subject, (subject,), [], "missing")
+def violation(
+    subject: str, severity: Severity = Severity.MEDIUM, rule: str = "r"
+) -> Violation:
+    return Violation(
+        rule, "required", "c", severity, subject, (subject,), [], "missing"
+    )
 
 
 class TestOrder:
@@ -55,9 +59,17 @@ class TestDeduplication:
 class TestBounds:
     def test_beyond_the_limit_violations_are_deferred_and_counted_once(self) -> None:
         queue = ViolationQueue(2)
-        outcomes = [queue.offer(violation(s), "sweep") for s in ["a", "b", "c", "d", "c"]]
+        outcomes = [
+            queue.offer(violation(s), "sweep") for s in ["a", "b", "c", "d", "c"]
+        ]
 
-        assert outcomes == [Offer.ADDED, Offer.ADDED, Offer.DEFERRED, Offer.DEFERRED, Offer.DEFERRED]
+        assert outcomes == [
+            Offer.ADDED,
+            Offer.ADDED,
+            Offer.DEFERRED,
+            Offer.DEFERRED,
+            Offer.DEFERRED,
+        ]
         assert len(queue) == 2
         assert queue.deferred_count == 2
 
@@ -77,7 +89,9 @@ class TestReadiness:
     def test_only_fixable_rules_and_ready_statuses_are_served(self) -> None:
         queue = ViolationQueue(10)
         queue.offer(violation("held", Severity.HIGH, rule="fix"), "sweep", now=1.0)
-        queue.offer(violation("detect-only", Severity.HIGH, rule="detect"), "sweep", now=2.0)
+        queue.offer(
+            violation("detect-only", Severity.HIGH, rule="detect"), "sweep", now=2.0
+        )
         queue.offer(violation("ready", Severity.LOW, rule="fix"), "sweep", now=3.0)
         held = queue.get(violation("held", rule="fix").id)
         assert held is not None

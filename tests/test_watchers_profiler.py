@@ -14,6 +14,7 @@ from streamheal.rules import Violation
 from streamheal.rules.slow_query import SlowQueryRule
 from streamheal.watchers import ProfilerWatcher
 
+
 WAIT_S = 5.0
 
 

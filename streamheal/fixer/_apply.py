@@ -57,7 +57,9 @@ def describe_operation(operation: Operation, *, with_before: bool) -> dict[str, 
     return described
 
 
-def audit_record(plan: FixPlan, fix_id: str, mode: str, status: str, **extra: Any) -> dict[str, Any]:
+def audit_record(
+    plan: FixPlan, fix_id: str, mode: str, status: str, **extra: Any
+) -> dict[str, Any]:
     """The `streamheal_fixes` document for a fix, simulated or real."""
     violation = plan.violation
     return {
@@ -75,7 +77,8 @@ def audit_record(plan: FixPlan, fix_id: str, mode: str, status: str, **extra: An
         "documents": list(violation.documents),
         "documents_touched": plan.documents_touched,
         "operations": [
-            describe_operation(op, with_before=mode == "dry_run") for op in plan.operations
+            describe_operation(op, with_before=mode == "dry_run")
+            for op in plan.operations
         ],
         "created_at": now(),
         **extra,
@@ -104,7 +107,9 @@ async def apply_plan(
     then nothing of the fix was written.
     """
     record = audit_record(plan, fix_id, "fix", "applied", backed_up=backup)
-    document_ops = [op for op in plan.operations if op.action in ("insert", "replace", "delete")]
+    document_ops = [
+        op for op in plan.operations if op.action in ("insert", "replace", "delete")
+    ]
 
     async def write_all(session: AsyncClientSession | None) -> None:
         if backup:
@@ -162,7 +167,9 @@ async def apply_operation(
 ) -> None:
     collection = db[operation.collection]
     if operation.action == "insert":
-        await collection.insert_one(dict(operation.after or {}), session=session, comment=COMMENT)
+        await collection.insert_one(
+            dict(operation.after or {}), session=session, comment=COMMENT
+        )
         return
 
     assert operation.before is not None  # replace and delete always carry it
@@ -173,7 +180,9 @@ async def apply_operation(
         )
         changed = result.matched_count
     else:
-        deleted = await collection.delete_one(condition, session=session, comment=COMMENT)
+        deleted = await collection.delete_one(
+            condition, session=session, comment=COMMENT
+        )
         changed = deleted.deleted_count
     if changed != 1:
         raise FixConflictError(
@@ -233,7 +242,9 @@ async def undo_operation(
     collection = db[operation["collection"]]
     document_id = operation["document_id"]
     if action == "insert":
-        await collection.delete_one({"_id": document_id}, session=session, comment=COMMENT)
+        await collection.delete_one(
+            {"_id": document_id}, session=session, comment=COMMENT
+        )
         return
     if action not in ("replace", "delete"):
         return
@@ -256,7 +267,10 @@ async def undo_operation(
         return
 
     result = await collection.replace_one(
-        unchanged_filter(document_id, operation["after"]), original, session=session, comment=COMMENT
+        unchanged_filter(document_id, operation["after"]),
+        original,
+        session=session,
+        comment=COMMENT,
     )
     if result.matched_count != 1:
         raise FixConflictError(

@@ -113,7 +113,11 @@ class Fixer:
             if entry is None:
                 self._set_status("idle")
                 retry_at = self.queue.next_retry_at(self.fixable)
-                timeout = IDLE_WAIT_S if retry_at is None else max(0.0, retry_at - time.time())
+                timeout = (
+                    IDLE_WAIT_S
+                    if retry_at is None
+                    else max(0.0, retry_at - time.time())
+                )
                 await self.queue.wait_changed(min(timeout, IDLE_WAIT_S))
                 continue
 
@@ -127,7 +131,10 @@ class Fixer:
         rule = self.rules[entry.violation.rule]
         entry.status = EntryStatus.FIXING
         self._set_status("fixing")
-        self.state.current_fix = {"violation": describe_violation(entry.violation), "step": "recheck"}
+        self.state.current_fix = {
+            "violation": describe_violation(entry.violation),
+            "step": "recheck",
+        }
         self.state.touch()
         try:
             return await self._fix_entry(rule, entry)
@@ -161,11 +168,17 @@ class Fixer:
         if rule.mode == "dry_run":
             return await self._simulate(entry, plan, fields)
 
-        if plan.documents_touched > self.max_docs_per_fix and entry.status is not EntryStatus.APPROVED:
+        if (
+            plan.documents_touched > self.max_docs_per_fix
+            and entry.status is not EntryStatus.APPROVED
+        ):
             entry.status = EntryStatus.HELD
             self.state.fixer_status = "waiting for approval"
             self.events.warning(
-                "fix_held", **fields, documents=plan.documents_touched, limit=self.max_docs_per_fix
+                "fix_held",
+                **fields,
+                documents=plan.documents_touched,
+                limit=self.max_docs_per_fix,
             )
             return False
 
@@ -190,10 +203,14 @@ class Fixer:
         duration_ms = round((time.monotonic() - started) * 1000, 1)
         self.queue.remove(entry.id)
         self.state.record_fix(record)
-        self.events.info("fix_applied", **fields, fix_id=fix_id, duration_ms=duration_ms)
+        self.events.info(
+            "fix_applied", **fields, fix_id=fix_id, duration_ms=duration_ms
+        )
         return plan.changes_data
 
-    async def _simulate(self, entry: QueueEntry, plan: FixPlan, fields: dict[str, Any]) -> bool:
+    async def _simulate(
+        self, entry: QueueEntry, plan: FixPlan, fields: dict[str, Any]
+    ) -> bool:
         """Record exactly what a fix would do, and change nothing."""
         if entry.simulated_fingerprint == plan.fingerprint:
             entry.status = EntryStatus.SIMULATED
@@ -214,7 +231,9 @@ class Fixer:
         )
         return True
 
-    async def _record_failure(self, rule: Rule, entry: QueueEntry, exc: Exception) -> None:
+    async def _record_failure(
+        self, rule: Rule, entry: QueueEntry, exc: Exception
+    ) -> None:
         entry.attempts += 1
         entry.last_error = str(exc)
         fields = {
@@ -249,7 +268,9 @@ class Fixer:
 
         entry.status = EntryStatus.PENDING
         entry.retry_at = time.time() + RETRY_BASE_S * 2 ** (entry.attempts - 1)
-        self.events.warning("fix_retried", **fields, retry_in_s=RETRY_BASE_S * 2 ** (entry.attempts - 1))
+        self.events.warning(
+            "fix_retried", **fields, retry_in_s=RETRY_BASE_S * 2 ** (entry.attempts - 1)
+        )
 
     async def _step(self, step: str) -> None:
         if self.state.current_fix is not None:
@@ -270,7 +291,9 @@ class Fixer:
             "rule": violation.rule,
             "collection": violation.collection,
             "violation_id": violation.id,
-            "document_id": to_json_value(violation.documents[0]) if violation.documents else None,
+            "document_id": to_json_value(violation.documents[0])
+            if violation.documents
+            else None,
             "action": plan.action,
             "dry_run": rule.mode == "dry_run",
         }

@@ -83,7 +83,9 @@ class ViolationQueue:
     def get(self, violation_id: str) -> QueueEntry | None:
         return self._entries.get(violation_id)
 
-    def offer(self, violation: Violation, source: str, now: float | None = None) -> Offer:
+    def offer(
+        self, violation: Violation, source: str, now: float | None = None
+    ) -> Offer:
         """Add a violation, or refresh it when it is already queued."""
         now = time.time() if now is None else now
         entry = self._entries.get(violation.id)
@@ -126,15 +128,22 @@ class ViolationQueue:
         self._deferred.clear()
 
     def entries_for(self, rule: str) -> list[QueueEntry]:
-        return [entry for entry in self._entries.values() if entry.violation.rule == rule]
+        return [
+            entry for entry in self._entries.values() if entry.violation.rule == rule
+        ]
 
-    def next_ready(self, fixable_rules: set[str], now: float | None = None) -> QueueEntry | None:
+    def next_ready(
+        self, fixable_rules: set[str], now: float | None = None
+    ) -> QueueEntry | None:
         """The first entry the fixer may work on now, in queue order."""
         now = time.time() if now is None else now
         for entry in self:
             if entry.violation.rule not in fixable_rules:
                 continue
-            if entry.status in (EntryStatus.PENDING, EntryStatus.APPROVED) and entry.retry_at <= now:
+            if (
+                entry.status in (EntryStatus.PENDING, EntryStatus.APPROVED)
+                and entry.retry_at <= now
+            ):
                 return entry
         return None
 

@@ -192,7 +192,9 @@ class Rule(ABC):
         """Every violation in the database, streamed from the server."""
 
     @abstractmethod
-    async def check_writes(self, db: Database, writes: Sequence[Write]) -> list[Violation]:
+    async def check_writes(
+        self, db: Database, writes: Sequence[Write]
+    ) -> list[Violation]:
         """The violations that the given writes could have created."""
 
     @abstractmethod
@@ -232,7 +234,9 @@ class Rule(ABC):
         )
 
 
-def written_ids(writes: Sequence[Write], collection: str, *, deleted: bool = False) -> list[Any]:
+def written_ids(
+    writes: Sequence[Write], collection: str, *, deleted: bool = False
+) -> list[Any]:
     """The distinct `_id`s written to a collection (deletes left out unless asked)."""
     seen: dict[str, Any] = {}
     for write in writes:

@@ -62,7 +62,9 @@ class DocumentRule(Rule):
             found += [self.violation_from_row(row) async for row in cursor]
         return found
 
-    async def check_writes(self, db: Database, writes: Sequence[Write]) -> list[Violation]:
+    async def check_writes(
+        self, db: Database, writes: Sequence[Write]
+    ) -> list[Violation]:
         ids = written_ids(writes, self.collection)
         if not ids:
             return []
@@ -123,7 +125,12 @@ def plan_delete(rule: Rule, violation: Violation, document: Document) -> FixPlan
 
 
 def plan_replace(
-    rule: Rule, violation: Violation, document: Document, after: Document, action: str, summary: str
+    rule: Rule,
+    violation: Violation,
+    document: Document,
+    after: Document,
+    action: str,
+    summary: str,
 ) -> FixPlan:
     """Replace a document with a repaired copy of itself."""
     operation = Operation(

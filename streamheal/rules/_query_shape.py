@@ -19,6 +19,7 @@ from typing import Any
 from streamheal._bson import to_json_text
 from streamheal.rules._base import COMMENT, Document
 
+
 PLACEHOLDER = "?"
 LOGICAL_OPERATORS = frozenset({"$and", "$or", "$nor"})
 

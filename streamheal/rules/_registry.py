@@ -11,9 +11,9 @@ from streamheal.rules.query import QueryRule, QuerySpec
 from streamheal.rules.range import RangeRule, RangeSpec
 from streamheal.rules.reference import ReferenceRule, ReferenceSpec
 from streamheal.rules.required import RequiredRule, RequiredSpec
+from streamheal.rules.slow_query import SlowQueryRule, SlowQuerySpec
 from streamheal.rules.type import TypeRule, TypeSpec
 from streamheal.rules.unique import UniqueRule, UniqueSpec
-from streamheal.rules.slow_query import SlowQueryRule, SlowQuerySpec
 
 
 @dataclass(frozen=True)

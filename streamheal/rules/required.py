@@ -12,7 +12,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from streamheal._bson import get_path, to_json_value
-from streamheal.rules._base import Database, Document, FixPlan, RuleSpec, Severity, Violation
+from streamheal.rules._base import (
+    Database,
+    Document,
+    FixPlan,
+    RuleSpec,
+    Severity,
+    Violation,
+)
 from streamheal.rules._document import (
     DocumentRule,
     plan_delete,
@@ -81,7 +88,9 @@ class RequiredRule(DocumentRule):
     async def plan_fix(self, db: Database, violation: Violation) -> FixPlan:
         document = await self.load_subject(db, violation)
         if self.spec.fix == "quarantine":
-            return plan_move(self, violation, document, f"{self.collection}_quarantine", "quarantine")
+            return plan_move(
+                self, violation, document, f"{self.collection}_quarantine", "quarantine"
+            )
         if self.spec.fix == "delete":
             return plan_delete(self, violation, document)
 

@@ -37,6 +37,7 @@ from streamheal.rules._query_shape import (
     shape_of,
 )
 
+
 ALL_COLLECTIONS = "*"
 DEFAULT_THRESHOLD_S = 0.1
 PROFILE_COLLECTION = "system.profile"

@@ -28,6 +28,7 @@ from streamheal.rules._base import Document
 from streamheal.rules._query_shape import QueryShape
 from streamheal.rules.slow_query import ShapeStats, SlowQueryRule, read_profile
 
+
 MAX_SHAPES = 1000
 SOURCE = "profiler"
 PROFILE_STATUS = -1

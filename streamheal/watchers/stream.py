@@ -71,7 +71,9 @@ def build_pipeline(collections: Iterable[str]) -> list[dict[str, Any]]:
                 "$or": [
                     {
                         "ns.coll": {"$in": names},
-                        "operationType": {"$in": [*WRITE_OPERATIONS, *COLLECTION_ENDINGS]},
+                        "operationType": {
+                            "$in": [*WRITE_OPERATIONS, *COLLECTION_ENDINGS]
+                        },
                     },
                     {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
                 ]
@@ -87,7 +89,11 @@ def build_pipeline(collections: Iterable[str]) -> list[dict[str, Any]]:
                 "fullDocumentBeforeChange": 1,
                 "updatedFieldNames": {
                     "$map": {
-                        "input": {"$objectToArray": {"$ifNull": ["$updateDescription.updatedFields", {}]}},
+                        "input": {
+                            "$objectToArray": {
+                                "$ifNull": ["$updateDescription.updatedFields", {}]
+                            }
+                        },
                         "in": "$$this.k",
                     }
                 },
@@ -149,10 +155,14 @@ class StreamWatcher:
         return f"stream:{self.db.name}"
 
     async def load_token(self) -> Mapping[str, Any] | None:
-        stored = await self.db[STATE_COLLECTION].find_one({"_id": self._state_id}, comment=COMMENT)
+        stored = await self.db[STATE_COLLECTION].find_one(
+            {"_id": self._state_id}, comment=COMMENT
+        )
         return stored.get("resume_token") if stored else None
 
-    async def save_token(self, token: Mapping[str, Any] | None, *, force: bool = False) -> None:
+    async def save_token(
+        self, token: Mapping[str, Any] | None, *, force: bool = False
+    ) -> None:
         """Store the resume point durably; at most once a second unless forced."""
         if token is None or token == self._saved_token:
             return
@@ -235,7 +245,9 @@ class StreamWatcher:
                     await self._report_history_lost(exc)
                     continue
                 if self.state.stream_healthy or delay_s == RETRY_INITIAL_S:
-                    self.events.error("stream_interrupted", error=str(exc), retry_in_s=delay_s)
+                    self.events.error(
+                        "stream_interrupted", error=str(exc), retry_in_s=delay_s
+                    )
                 self.state.stream_healthy = False
                 self.state.touch()
                 await asyncio.sleep(delay_s)
@@ -250,7 +262,9 @@ class StreamWatcher:
                 pass
 
     async def _read_and_handle(self) -> None:
-        buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark] = asyncio.Queue(EVENT_BUFFER)
+        buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark] = asyncio.Queue(
+            EVENT_BUFFER
+        )
         reader = asyncio.create_task(self._read(buffer))
         try:
             while True:
@@ -276,7 +290,9 @@ class StreamWatcher:
         await buffer.put(_IdleMark(None))
 
     async def _next_batch(
-        self, buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark], reader: asyncio.Task[None]
+        self,
+        buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark],
+        reader: asyncio.Task[None],
     ) -> list[Mapping[str, Any]]:
         """Wait for an event, then gather what arrives within the batch window."""
         first = await self._get(buffer, reader, None)
@@ -309,7 +325,9 @@ class StreamWatcher:
         if not buffer.empty():
             return buffer.get_nowait()
         getter = asyncio.ensure_future(buffer.get())
-        done, _ = await asyncio.wait({getter, reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {getter, reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if getter in done:
             return getter.result()
         getter.cancel()

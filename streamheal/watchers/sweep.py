@@ -72,7 +72,10 @@ class Sweeper:
                 raise
             except (PyMongoError, ValueError, TypeError) as exc:
                 self.events.error(
-                    "rule_failed", rule=rule.name, collection=rule.collection, error=str(exc)
+                    "rule_failed",
+                    rule=rule.name,
+                    collection=rule.collection,
+                    error=str(exc),
                 )
 
         duration_s = time.time() - started
