@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, PositiveInt, TypeAdapter, ValidationError
@@ -24,7 +24,7 @@ from streamheal._yaml import (
     load_yaml_with_lines,
 )
 from streamheal.errors import RuleFileError, RuleFileProblem
-from streamheal.rules import Mode, Rule, build_rule, spec_types
+from streamheal.rules import Mode, Rule, RuleSpec, build_rule, spec_types
 from streamheal.rules._base import StrictModel
 
 
@@ -72,7 +72,12 @@ class LoggingSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
-AnyRuleSpec = Annotated[spec_types(), Field(discriminator="kind")]  # type: ignore[valid-type]  # the union is built from the registry at import
+if TYPE_CHECKING:
+    AnyRuleSpec = RuleSpec
+else:
+    # The union of every registered kind, told apart by `kind`. Built with
+    # Union[...] because the members come from the registry at import time.
+    AnyRuleSpec = Annotated[Union[spec_types()], Field(discriminator="kind")]  # noqa: UP007
 
 
 class Settings(StrictModel):
