@@ -22,6 +22,7 @@ from streamheal.config import Settings, redact_uri
 from streamheal.errors import ConnectionFailedError
 from streamheal.fixer import Fixer, Offer, ViolationQueue, supports_transactions
 from streamheal.rules import Database, Rule, Violation, Write
+from streamheal.rules.slow_query import SlowQueryRule
 from streamheal.state import MonitorState
 from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper
 
@@ -112,11 +113,9 @@ class Monitor:
             report=self.report,
             finish_rule=self.finish_sweep,
         )
-        profile_rules = [rule for rule in self.rules if not rule.checks_writes]
+        profile_rules = [rule for rule in self.rules if isinstance(rule, SlowQueryRule)]
         self.profiler = (
-            ProfilerWatcher(
-                self.db, profile_rules, engine.profiler_poll, activity=self.state
-            )  # type: ignore[arg-type]  # only slow_query rules skip write checks
+            ProfilerWatcher(self.db, profile_rules, engine.profiler_poll, activity=self.state)
             if profile_rules
             else None
         )
