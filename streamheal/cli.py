@@ -297,13 +297,12 @@ def demo(port: int, rules_path: str | None) -> None:
     settings = with_dashboard(settings, None, port)
     configure_logging(settings.logging.level, settings.logging.file)
     click.echo(
-        f"streamheal demo: dashboard at http://{settings.dashboard.host}:{port}/",
+        "streamheal demo: an embedded server in memory, sample data, live writes",
         err=True,
     )
-    click.echo(
-        f"streamheal demo: database {redact_uri(settings.mongodb.uri)} (in memory)",
-        err=True,
-    )
+    if port:
+        url = f"http://{settings.dashboard.host}:{port}/"
+        click.echo(f"streamheal demo: dashboard at {url} (Ctrl+C stops)", err=True)
     run_async(lambda: run_demo(settings))
 
 

@@ -178,6 +178,8 @@ async def run_demo(settings: Settings) -> None:
     from streamheal.cli import serve_monitor
 
     async def traffic(monitor: Any, uri: str, stop: asyncio.Event) -> None:
+        # The first sweep sees the seed data alone; live writes start after.
+        await monitor.sweeper.first_sweep_done.wait()
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
         try:
             await write_traffic(client[settings.mongodb.database], stop)

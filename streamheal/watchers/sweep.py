@@ -46,6 +46,7 @@ class Sweeper:
         self.events = EventLog(state, "sweep")
         self._requested = asyncio.Event()
         self.completed = 0
+        self.first_sweep_done = asyncio.Event()
 
     def request(self) -> None:
         """Sweep as soon as possible (after lost history, for instance)."""
@@ -80,6 +81,7 @@ class Sweeper:
 
         duration_s = time.time() - started
         self.completed += 1
+        self.first_sweep_done.set()
         self.state.sweeps += 1
         self.state.last_sweep_at = time.time()
         self.state.last_sweep_duration_s = round(duration_s, 3)

@@ -1,0 +1,41 @@
+"""`streamheal demo`, as the README's demo command runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from tests.process import StreamhealProcess, get_json
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_demo_serves_state_with_violations_appearing(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamheal.cli", "demo", "--port", "0",
+        "--rules", str(ROOT / "rules.yaml"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path,
+        env={**os.environ, "STREAMHEAL_TOKEN": "demo-token"},
+    )  # fmt: skip
+    demo = StreamhealProcess(process)
+    try:
+        started = await demo.wait_for("dashboard_started")
+        first_sweep = await demo.wait_for("sweep_completed")
+        state = await get_json(started["url"] + "api/state")
+        # The seed data holds 11 violations (counted in tests/test_dry_run.py);
+        # live writes start only after the first sweep.
+        assert first_sweep["violations"] == 11
+        assert state["database"]["connected"] is True
+        assert {rule["kind"] for rule in state["rules"]} == {
+            "unique", "reference", "required", "allowed", "type",
+            "range", "pattern", "query", "slow_query",
+        }  # fmt: skip
+        await demo.wait_for("fix_applied")
+    finally:
+        code = await demo.stop()
+    assert code == 0
