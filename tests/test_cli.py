@@ -144,3 +144,47 @@ def test_history_and_rollback_report_connection_errors(
 
     assert result.returncode == 2
     assert result.stderr.startswith("streamheal: Could not connect to MongoDB")
+
+
+def test_embedded_uri_starts_and_stops_its_own_server(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    storage = tmp_path / "data"
+    rules.write_text(
+        f"mongodb:\n  uri: embedded\n  database: shop\n  storage: {storage}\n"
+        "rules:\n  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+    )
+
+    result = streamheal("check", str(rules), "--format", "json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "violations": [],
+        "summary": {"total": 0, "by_rule": {"need_email": 0}},
+    }
+    assert storage.is_dir() and any(storage.iterdir())
+
+
+async def test_history_lists_fixes_newest_first(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    await db.streamheal_fixes.insert_many(
+        [
+            {"_id": "6b11bee63ed1f6966b143c81", "status": "applied", "rule": "r1",
+             "summary": "delete document 1"},
+            {"_id": "6b11bee63ed1f6966b143c82", "status": "dry_run", "rule": "r2",
+             "summary": "set email='x'"},
+        ]
+    )  # fmt: skip
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        "  - {name: r1, kind: required, collection: users, fields: [email]}\n"
+    )
+
+    result = streamheal("history", str(rules))
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "6b11bee63ed1f6966b143c82  -  dry_run     r2: set email='x'",
+        "6b11bee63ed1f6966b143c81  -  applied     r1: delete document 1",
+    ]
