@@ -18,7 +18,7 @@ import click
 import structlog
 
 from streamheal._bson import to_json_value
-from streamheal.config import Settings, load_settings, redact_uri
+from streamheal.config import Settings, load_settings
 from streamheal.embedded import EmbeddedServer
 from streamheal.errors import StreamhealError
 from streamheal.log import configure_logging, redact_text
@@ -232,7 +232,8 @@ def history(rules: str, limit: int, output_format: str) -> None:
         created = record.get("created_at")
         stamp = created.isoformat(timespec="seconds") if created else "-"
         click.echo(
-            f"{record['_id']}  {stamp}  {record.get('status', '-'):<11} {record.get('rule')}: "
+            f"{record['_id']}  {stamp}  {record.get('status', '-'):<11} "
+            f"{record.get('rule')}: "
             f"{record.get('summary', record.get('error', ''))}"
         )
 

@@ -51,6 +51,8 @@ class EngineSettings(StrictModel):
     backup: bool = True
     max_docs_per_fix: PositiveInt = 100
     max_attempts: PositiveInt = 3
+    # The wait before a failed fix's second attempt; it doubles each time.
+    retry_backoff: Duration = 1.0
     batch_window: Duration = 0.01
     profiler_poll: Duration = 1.0
 
@@ -189,7 +191,8 @@ def _check_rule_names(
                     source,
                     line_of(lines, path),
                     format_path(path),
-                    f"the name {spec.name!r} is already used by rules[{first_index[spec.name]}]; "
+                    f"the name {spec.name!r} is already used by "
+                    f"rules[{first_index[spec.name]}]; "
                     "rule names must be unique.",
                 )
             )

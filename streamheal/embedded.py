@@ -113,7 +113,8 @@ class EmbeddedServer:
         while not is_port_open(self.port):
             if self._process.poll() is not None:
                 raise EmbeddedServerError(
-                    f"The embedded server exited with status {self._process.returncode} "
+                    "The embedded server exited with status "
+                    f"{self._process.returncode} "
                     f"before accepting connections on port {self.port}."
                 )
             if time.monotonic() > deadline:

@@ -25,6 +25,7 @@ from streamheal.rules import Database, Rule, Violation, Write
 from streamheal.rules.slow_query import SlowQueryRule
 from streamheal.state import MonitorState
 from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper
+from streamheal.watchers.stream import is_transient
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
@@ -89,6 +90,7 @@ class Monitor:
             self.state.server_version = hello.get("version")
             self.state.replica_set = hello.get("setName")
         self.events = EventLog(self.state, "monitor")
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
 
         engine = settings.engine
         write_rules = [rule for rule in self.rules if rule.checks_writes]
@@ -104,6 +106,7 @@ class Monitor:
             on_collection_gone=self.forget_collection,
             on_history_lost=self._sweep_soon,
             batch_window_s=engine.batch_window,
+            on_sweep_needed=self._sweep_soon,
         )
         self.sweeper = Sweeper(
             self.db,
@@ -115,7 +118,9 @@ class Monitor:
         )
         profile_rules = [rule for rule in self.rules if isinstance(rule, SlowQueryRule)]
         self.profiler = (
-            ProfilerWatcher(self.db, profile_rules, engine.profiler_poll, activity=self.state)
+            ProfilerWatcher(
+                self.db, profile_rules, engine.profiler_poll, activity=self.state
+            )
             if profile_rules
             else None
         )
@@ -128,6 +133,7 @@ class Monitor:
             fix_delay_s=engine.fix_delay,
             max_docs_per_fix=engine.max_docs_per_fix,
             max_attempts=engine.max_attempts,
+            retry_backoff_s=engine.retry_backoff,
             backup=engine.backup,
             use_transaction=bool(
                 hello and (hello.get("setName") or hello.get("msg") == "isdbgrid")
@@ -178,16 +184,43 @@ class Monitor:
             if not rule.checks_writes or not written & rule.watched_collections():
                 continue
             try:
-                found = await rule.check_writes(self.db, writes)
-                await self.report(found, "stream")
-                await self._recheck_touched(rule, writes, {v.id for v in found})
+                await self._check_writes(rule, writes)
             except asyncio.CancelledError:
                 raise
             except RECHECK_ERRORS as exc:
+                if is_transient(exc):
+                    raise  # the stream reads the batch again once it can
+                await self._check_writes_one_by_one(rule, writes)
+
+    async def _check_writes(self, rule: Rule, writes: Sequence[Write]) -> None:
+        found = await rule.check_writes(self.db, writes)
+        await self.report(found, "stream")
+        await self._recheck_touched(rule, writes, {v.id for v in found})
+
+    async def _check_writes_one_by_one(
+        self, rule: Rule, writes: Sequence[Write]
+    ) -> None:
+        """A batch the rule could not check: find the writes it fails on.
+
+        One document the rule cannot evaluate (a poison write) must not hide
+        the violations of the others in its batch; each failing write is
+        logged with its document and left to the sweep's report.
+        """
+        for write in writes:
+            if write.collection not in rule.watched_collections():
+                continue
+            try:
+                await self._check_writes(rule, [write])
+            except asyncio.CancelledError:
+                raise
+            except RECHECK_ERRORS as exc:
+                if is_transient(exc):
+                    raise
                 self.events.error(
-                    "rule_failed",
+                    "write_check_failed",
                     rule=rule.name,
-                    collection=rule.collection,
+                    collection=write.collection,
+                    document_id=to_json_value(write.document_id),
                     error=str(exc),
                 )
 
@@ -254,6 +287,8 @@ class Monitor:
                 from streamheal.web import serve
 
                 tasks.append(asyncio.create_task(serve(self, stop), name="web"))
+            # Exposed so that a test (or a health check) can see a part alive.
+            self.tasks = {task.get_name(): task for task in tasks}
             await self._wait(stop, tasks)
         await self.stream.close()
         self.events.info("monitor_stopped")

@@ -1,4 +1,4 @@
-"""Shared fixtures: one SecantusDB process for the session, a fresh database per test."""
+"""Shared fixtures: one SecantusDB process per session, a database per test."""
 
 from __future__ import annotations
 

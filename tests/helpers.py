@@ -17,7 +17,10 @@ TEST_TOKEN = "test-token"
 
 def settings_for(database: str, rules_yaml: str, engine: str = "") -> Settings:
     engine_block = f"engine:\n{engine}\n" if engine else ""
-    text = f"mongodb:\n  uri: unused\n  database: {database}\n{engine_block}rules:\n{rules_yaml}"
+    text = (
+        f"mongodb:\n  uri: unused\n  database: {database}\n"
+        f"{engine_block}rules:\n{rules_yaml}"
+    )
     return parse_settings(text, "test.rules.yaml")
 
 

@@ -53,7 +53,7 @@ class StreamhealProcess:
         *,
         after: int = 0,
     ) -> dict[str, Any]:
-        """The first logged event named `event` (from index `after`) matching `where`."""
+        """The first event named `event` (from index `after`) matching `where`."""
 
         async def find() -> dict[str, Any]:
             async with self._arrived:
@@ -63,7 +63,8 @@ class StreamhealProcess:
                             return logged
                     if self._reader.done():
                         raise AssertionError(
-                            f"streamheal exited before logging {event}; stderr: {self.stderr_lines}"
+                            f"streamheal exited before logging {event}; "
+                            f"stderr: {self.stderr_lines}"
                         )
                     await self._arrived.wait()
 

@@ -49,7 +49,8 @@ def test_a_broken_rule_file_lists_every_problem_and_exits_2(tmp_path: Path) -> N
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
         "streamheal: 3 problems in the rule file:",
-        f"  {rules}:5: engine.fix_delay: expected a duration such as 500ms, 30s or 2m, not 'soon'.",
+        f"  {rules}:5: engine.fix_delay: expected a duration such as 500ms, 30s or 2m, "
+        "not 'soon'.",
         f"  {rules}:7: rules[0].fields: is required.",
         f"  {rules}:10: rules[1]: unknown rule kind 'unheard_of'; expected one of "
         "'required', 'unique', 'reference', 'allowed', 'type', 'range', 'pattern', "
@@ -62,8 +63,9 @@ def test_a_missing_rule_file_is_a_clear_error(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert (
-        result.stderr
-        == f"streamheal: 1 problem in the rule file:\n  {tmp_path / 'nope.yaml'}: (file): cannot be read: No such file or directory.\n"
+        result.stderr == "streamheal: 1 problem in the rule file:\n"
+        f"  {tmp_path / 'nope.yaml'}: (file): "
+        "cannot be read: No such file or directory.\n"
     )
 
 
@@ -71,7 +73,8 @@ def test_an_unreachable_server_exits_2_without_the_password(tmp_path: Path) -> N
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         "mongodb:\n  uri: mongodb://admin:s3cret-pw@127.0.0.1:1/?serverSelectionTimeoutMS=300\n"
-        "  database: shop\nrules:\n  - {name: a, kind: required, collection: u, fields: [x]}\n"
+        "  database: shop\nrules:\n"
+        "  - {name: a, kind: required, collection: u, fields: [x]}\n"
     )
 
     result = streamheal("check", str(rules))
@@ -131,7 +134,8 @@ def test_history_and_rollback_report_connection_errors(
 ) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(
-        "mongodb:\n  uri: mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300\n  database: shop\n"
+        "mongodb:\n  uri: mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300\n"
+        "  database: shop\n"
         "rules:\n  - {name: a, kind: required, collection: u, fields: [x]}\n"
     )
     args = (
@@ -151,7 +155,8 @@ def test_embedded_uri_starts_and_stops_its_own_server(tmp_path: Path) -> None:
     storage = tmp_path / "data"
     rules.write_text(
         f"mongodb:\n  uri: embedded\n  database: shop\n  storage: {storage}\n"
-        "rules:\n  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+        "rules:\n"
+        "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
     )
 
     result = streamheal("check", str(rules), "--format", "json")

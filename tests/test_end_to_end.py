@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -65,7 +66,8 @@ async def test_run_detects_fixes_and_rolls_back(
     assert await db.streamheal_backups.count_documents({"fix_id": fixed["fix_id"]}) == 1
     assert (tmp_path / "logs" / "streamheal.log").exists()
 
-    rollback = subprocess.run(
+    rollback = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",

@@ -105,7 +105,8 @@ CASES = {
         backups=1,
     ),
     "type convert": Case(
-        "{name: r, kind: type, collection: items, field: qty, types: [int], fix: convert}",
+        "{name: r, kind: type, collection: items, field: qty, types: [int], "
+        "fix: convert}",
         {"items": [{"_id": 1, "qty": "42"}, {"_id": 2, "qty": 7}]},
         {"items": [{"_id": 1, "qty": 42}, {"_id": 2, "qty": 7}]},
         backups=1,
@@ -129,7 +130,8 @@ CASES = {
     ),
     "query update": Case(
         "{name: r, kind: query, collection: orders, filter: {total: {$lt: 0}}, "
-        "fix: update, update: {$set: {total: 0, review.needed: true}, $unset: {note: ''}}}",
+        "fix: update, "
+        "update: {$set: {total: 0, review.needed: true}, $unset: {note: ''}}}",
         {"orders": [{"_id": 1, "total": -5, "note": "refund"}, {"_id": 2, "total": 5}]},
         {
             "orders": [
@@ -140,7 +142,8 @@ CASES = {
         backups=1,
     ),
     "query delete": Case(
-        "{name: r, kind: query, collection: orders, filter: {total: {$lt: 0}}, fix: delete}",
+        "{name: r, kind: query, collection: orders, filter: {total: {$lt: 0}}, "
+        "fix: delete}",
         {"orders": [{"_id": 1, "total": -5}, {"_id": 2, "total": 5}]},
         {"orders": [{"_id": 2, "total": 5}]},
         backups=1,

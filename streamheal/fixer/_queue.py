@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from streamheal.rules import Violation
 
 
-class EntryStatus(str, enum.Enum):
+class EntryStatus(enum.StrEnum):
     PENDING = "pending"  # waiting for the fixer (or for nothing, in detect mode)
     FIXING = "fixing"
     HELD = "held"  # too big: waits for a person to approve it
@@ -25,7 +25,7 @@ class EntryStatus(str, enum.Enum):
     SKIPPED = "skipped"  # a person said not to fix it
 
 
-class Offer(str, enum.Enum):
+class Offer(enum.StrEnum):
     ADDED = "added"
     UPDATED = "updated"
     DEFERRED = "deferred"
@@ -92,11 +92,15 @@ class ViolationQueue:
         if entry is not None:
             entry.last_seen = now
             entry.seen_count += 1
+            changed = violation != entry.violation
             entry.violation = violation
             if entry.status is EntryStatus.SKIPPED:
                 return Offer.UPDATED
-            if entry.status is EntryStatus.FAILED and violation != entry.violation:
+            if entry.status is EntryStatus.FAILED and changed:
+                # The data changed: the fix gets its attempts afresh.
                 entry.status = EntryStatus.PENDING
+                entry.attempts = 0
+                entry.retry_at = 0.0
             self._changed.set()
             return Offer.UPDATED
 

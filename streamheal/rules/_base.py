@@ -28,7 +28,7 @@ Database = AsyncDatabase[dict[str, Any]]
 COMMENT = "streamheal"
 
 
-class Severity(str, enum.Enum):
+class Severity(enum.StrEnum):
     HIGH = "high"
     MEDIUM = "medium"
     LOW = "low"
