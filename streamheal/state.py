@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -33,7 +34,13 @@ CHART_SERIES = ("detected", "fixed", "simulated")
 
 
 def iso_time(timestamp: float) -> str:
-    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="milliseconds")
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(
+        timespec="milliseconds"
+    )
+
+
+def optional_iso_time(timestamp: float | None) -> str | None:
+    return None if timestamp is None else iso_time(timestamp)
 
 
 def describe_violation(violation: Violation) -> dict[str, Any]:
@@ -120,12 +127,12 @@ class SizeHistogram:
         self.total += size
         self.observations += 1
 
-    def cumulative(self) -> list[tuple[str, int]]:
-        """(upper bound, count at or below it) pairs ending with "+Inf"."""
-        pairs: list[tuple[str, int]] = []
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, count at or below it) pairs, ending with infinity."""
+        pairs: list[tuple[float, int]] = []
         running = 0
-        labels = [*map(str, self.bounds), "+Inf"]
-        for bound, count in zip(labels, self.counts, strict=True):
+        bounds = [*map(float, self.bounds), math.inf]
+        for bound, count in zip(bounds, self.counts, strict=True):
             running += count
             pairs.append((bound, running))
         return pairs
@@ -159,9 +166,15 @@ class MonitorState:
     current_fix: dict[str, Any] | None = None
     history_lost: int = 0
     started_at: float = field(default_factory=time.time)
-    recent_detections: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_SIZE))
-    recent_fixes: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_SIZE))
-    activity: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=ACTIVITY_SIZE))
+    recent_detections: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_SIZE)
+    )
+    recent_fixes: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=RECENT_SIZE)
+    )
+    activity: deque[dict[str, Any]] = field(
+        default_factory=lambda: deque(maxlen=ACTIVITY_SIZE)
+    )
     rule_stats: dict[str, RuleStats] = field(default_factory=dict)
     per_minute: MinuteCounts = field(default_factory=MinuteCounts)
     write_batch_sizes: SizeHistogram = field(default_factory=SizeHistogram)
@@ -186,7 +199,9 @@ class MonitorState:
 
     def add_activity(self, level: str, event: str, fields: Mapping[str, Any]) -> None:
         entry = {"time": iso_time(time.time()), "level": level, "event": event}
-        entry["fields"] = to_json_value({k: v for k, v in fields.items() if v is not None})
+        entry["fields"] = to_json_value(
+            {k: v for k, v in fields.items() if v is not None}
+        )
         self.activity.appendleft(entry)
         self.touch()
 
@@ -229,7 +244,9 @@ class MonitorState:
         entries = list(self.queue)
         open_by_rule: dict[str, int] = {}
         for entry in entries:
-            open_by_rule[entry.violation.rule] = open_by_rule.get(entry.violation.rule, 0) + 1
+            open_by_rule[entry.violation.rule] = (
+                open_by_rule.get(entry.violation.rule, 0) + 1
+            )
 
         return {
             "version": self.version,
@@ -253,12 +270,20 @@ class MonitorState:
                 "stream_batches": self.stream_batches,
                 "history_lost": self.history_lost,
             },
-            "fixer": {"status": self.fixer_status, "paused": self.paused, "current": self.current_fix},
+            "fixer": {
+                "status": self.fixer_status,
+                "paused": self.paused,
+                "current": self.current_fix,
+            },
             "stream": {
-                "last_event_at": iso_time(self.last_event_at) if self.last_event_at else None,
+                "last_event_at": iso_time(self.last_event_at)
+                if self.last_event_at
+                else None,
                 "lag_s": self.stream_lag_s,
                 "resume_token_saved_at": (
-                    iso_time(self.resume_token_saved_at) if self.resume_token_saved_at else None
+                    iso_time(self.resume_token_saved_at)
+                    if self.resume_token_saved_at
+                    else None
                 ),
             },
             "sweep": {
@@ -283,10 +308,8 @@ class MonitorState:
                     "fixed": self.rule_stats[rule.name].fixed,
                     "failed": self.rule_stats[rule.name].failed,
                     "simulated": self.rule_stats[rule.name].simulated,
-                    "last_seen": (
-                        iso_time(self.rule_stats[rule.name].last_seen)
-                        if self.rule_stats[rule.name].last_seen
-                        else None
+                    "last_seen": optional_iso_time(
+                        self.rule_stats[rule.name].last_seen
                     ),
                 }
                 for rule in self.rules

@@ -15,6 +15,7 @@ from hypercorn.utils import wrap_app
 
 from streamheal.web.app import TOKEN_HEADER, create_app
 
+
 if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 

@@ -19,6 +19,7 @@ from quart import Response, jsonify, request
 
 from streamheal.rules import COMMENT
 
+
 if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 

@@ -10,6 +10,7 @@ https://prometheus.github.io/client_python/collector/custom/
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
 
 if TYPE_CHECKING:
     from streamheal.state import MonitorState
@@ -138,6 +140,7 @@ class StateCollector(Collector):
     def _checks(self) -> Iterator[Metric]:
         state = self.state
         yield counter("sweeps", "Full sweeps finished.", state.sweeps)
+        yield counter("history_lost", "Resume points lost; swept.", state.history_lost)
         yield counter(
             "stream_batches", "Batches of change events checked.", state.stream_batches
         )
@@ -157,10 +160,17 @@ class StateCollector(Collector):
         histogram = HistogramMetricFamily(
             f"{PREFIX}_write_batch_size",
             "Change events per per-write check batch.",
-            buckets=sizes.cumulative(),
+            buckets=[
+                (bucket_label(bound), count) for bound, count in sizes.cumulative()
+            ],
             sum_value=sizes.total,
         )
         yield histogram
+
+
+def bucket_label(bound: float) -> str:
+    """An `le` label as Prometheus writes one: "5.0", "+Inf"."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
 def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

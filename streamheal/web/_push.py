@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+
 if TYPE_CHECKING:
     from streamheal.state import MonitorState
 

@@ -26,6 +26,7 @@ from streamheal.web._actions import (
 from streamheal.web._metrics import state_registry
 from streamheal.web._push import push_snapshots
 
+
 if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 

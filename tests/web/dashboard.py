@@ -34,7 +34,9 @@ class Dashboard:
         """Listen at once, so the page can load as soon as this returns."""
         listening = bind_dashboard(LOOPBACK, self.port)
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(serve(self.monitor, self._stop, listening=listening))
+        self._task = asyncio.create_task(
+            serve(self.monitor, self._stop, listening=listening)
+        )
 
     async def stop(self) -> None:
         if self._task is None:

@@ -59,7 +59,9 @@ class TestActionsNeedTheToken:
             assert response.status_code == 401
             assert wrong.status_code == 401
             assert monitor.state.paused is False
-            audits = await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            audits = (
+                await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            )
             refusal = {
                 "action": action,
                 "target": target,
@@ -73,7 +75,9 @@ class TestActionsNeedTheToken:
                 (action, "refused"),
             ]
 
-    async def test_auth_check_tells_right_from_wrong(self, db: Any, mongo_uri: str) -> None:
+    async def test_auth_check_tells_right_from_wrong(
+        self, db: Any, mongo_uri: str
+    ) -> None:
         settings = settings_for(db.name, DETECT_USERS, FAST)
         async with running_monitor(mongo_uri, settings) as monitor:
             client = app_for(monitor).test_client()
@@ -86,7 +90,10 @@ class TestActionsNeedTheToken:
             )
 
             assert wrong.status_code == 401
-            assert (right.status_code, await right.get_json()) == (200, {"authorised": True})
+            assert (right.status_code, await right.get_json()) == (
+                200,
+                {"authorised": True},
+            )
             assert bearer.status_code == 200
 
 
@@ -100,13 +107,22 @@ class TestActionsWithTheToken:
                 assert monitor.state.paused is True
                 assert monitor.state.fixer_status == "paused"
                 resumed = await client.post(
-                    "/api/fixer/resume", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
+                    "/api/fixer/resume",
+                    headers={"Authorization": f"Bearer {TEST_TOKEN}"},
                 )
 
-            assert (paused.status_code, await paused.get_json()) == (200, {"paused": True})
-            assert (resumed.status_code, await resumed.get_json()) == (200, {"paused": False})
+            assert (paused.status_code, await paused.get_json()) == (
+                200,
+                {"paused": True},
+            )
+            assert (resumed.status_code, await resumed.get_json()) == (
+                200,
+                {"paused": False},
+            )
             assert monitor.state.paused is False
-            audits = await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            audits = (
+                await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            )
             assert audits == [
                 {"action": "pause", "target": "fixer", "outcome": "done"},
                 {"action": "resume", "target": "fixer", "outcome": "done"},
@@ -116,7 +132,9 @@ class TestActionsWithTheToken:
                 ("pause", "fixer"),
                 ("resume", "fixer"),
             ]
-            activity = [entry["event"] for entry in monitor.state.snapshot()["activity"]]
+            activity = [
+                entry["event"] for entry in monitor.state.snapshot()["activity"]
+            ]
             assert activity[:2] == ["action_taken", "action_taken"]
 
     async def test_skip_marks_the_queue_entry(self, db: Any, mongo_uri: str) -> None:
@@ -126,7 +144,9 @@ class TestActionsWithTheToken:
             client = app_for(monitor).test_client()
             [entry] = list(monitor.queue)
 
-            response = await client.post(f"/api/violations/{entry.id}/skip", headers=AUTHORISED)
+            response = await client.post(
+                f"/api/violations/{entry.id}/skip", headers=AUTHORISED
+            )
             missing = await client.post("/api/violations/nope/skip", headers=AUTHORISED)
 
             assert (response.status_code, await response.get_json()) == (
@@ -135,7 +155,9 @@ class TestActionsWithTheToken:
             )
             assert entry.status is EntryStatus.SKIPPED
             assert missing.status_code == 404
-            audits = await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            audits = (
+                await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            )
             assert audits == [
                 {"action": "skip", "target": entry.id, "outcome": "done"},
                 {
@@ -171,7 +193,9 @@ class TestActionsWithTheToken:
             response = await client.post(
                 f"/api/violations/{entry.id}/approve", headers=AUTHORISED
             )
-            again = await client.post("/api/violations/nope/approve", headers=AUTHORISED)
+            again = await client.post(
+                "/api/violations/nope/approve", headers=AUTHORISED
+            )
 
             # What the fixer does with the approval is the fixer's tests' job.
             assert (response.status_code, await response.get_json()) == (
@@ -179,11 +203,19 @@ class TestActionsWithTheToken:
                 {"approved": entry.id},
             )
             assert again.status_code == 404
-            audits = await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            audits = (
+                await db[ACTIONS].find({}, {"_id": 0, "time": 0, "client": 0}).to_list()
+            )
             assert [audit["outcome"] for audit in audits] == ["done", "not_found"]
-            assert audits[0] == {"action": "approve", "target": entry.id, "outcome": "done"}
+            assert audits[0] == {
+                "action": "approve",
+                "target": entry.id,
+                "outcome": "done",
+            }
 
-    async def test_rollback_restores_and_is_recorded(self, db: Any, mongo_uri: str) -> None:
+    async def test_rollback_restores_and_is_recorded(
+        self, db: Any, mongo_uri: str
+    ) -> None:
         settings = settings_for(db.name, FIX_USERS, FAST)
         async with running_monitor(mongo_uri, settings) as monitor:
             await db.users.insert_one({"_id": "u1", "name": "no mail"})
@@ -193,11 +225,18 @@ class TestActionsWithTheToken:
             monitor.fixer.pause()
             client = app_for(monitor).test_client()
 
-            response = await client.post(f"/api/fixes/{fix_id}/rollback", headers=AUTHORISED)
-            again = await client.post(f"/api/fixes/{fix_id}/rollback", headers=AUTHORISED)
+            response = await client.post(
+                f"/api/fixes/{fix_id}/rollback", headers=AUTHORISED
+            )
+            again = await client.post(
+                f"/api/fixes/{fix_id}/rollback", headers=AUTHORISED
+            )
 
             assert response.status_code == 200
-            assert await db.users.find_one({"_id": "u1"}) == {"_id": "u1", "name": "no mail"}
+            assert await db.users.find_one({"_id": "u1"}) == {
+                "_id": "u1",
+                "name": "no mail",
+            }
             assert monitor.state.recent_fixes[0]["status"] == "rolled_back"
             assert again.status_code == 409
             outcomes = [
@@ -230,11 +269,16 @@ class TestStateAndHealth:
             assert first["version"] == over_http["version"]
             assert first["counts"] == over_http["counts"]
             assert first["counts"]["detected"] == 1
-            assert [d["documents"] for d in second["recent_detections"]] == [["u2"], ["u1"]]
+            assert [d["documents"] for d in second["recent_detections"]] == [
+                ["u2"],
+                ["u1"],
+            ]
             assert second["per_minute"]["detected"][-1] == 2
             assert len(second["per_minute"]["minutes"]) == 60
 
-    async def test_healthz_follows_database_and_stream(self, db: Any, mongo_uri: str) -> None:
+    async def test_healthz_follows_database_and_stream(
+        self, db: Any, mongo_uri: str
+    ) -> None:
         settings = settings_for(db.name, DETECT_USERS, FAST)
         async with running_monitor(mongo_uri, settings) as monitor:
             client = app_for(monitor).test_client()
@@ -266,7 +310,9 @@ class TestStateAndHealth:
             assert chart.status_code == 200
             assert "MIT License" in await licence.get_data(as_text=True)
 
-    async def test_no_password_reaches_page_api_or_metrics(self, db: Any, mongo_uri: str) -> None:
+    async def test_no_password_reaches_page_api_or_metrics(
+        self, db: Any, mongo_uri: str
+    ) -> None:
         settings = settings_for(db.name, DETECT_USERS, FAST)
         async with running_monitor(mongo_uri, settings) as monitor:
             secret_uri = "mongodb://admin:s3cret-pw@db.example.com:27017/?tls=true"

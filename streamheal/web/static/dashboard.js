@@ -13,8 +13,14 @@
   const PINNED_SLACK_PX = 6;
   const VALUE_CHARS = 160;
   const MAX_OPERATIONS_SHOWN = 3;
+  const CHART_HEIGHT_PX = 230;
+  // Counts are whole numbers: the y axis steps by these, never by 2.5.
+  const COUNT_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
   const FIX_STEPS = ["recheck", "plan", "backup", "apply", "audit"];
   const DRY_RUN_STEPS = ["recheck", "plan", "audit"];
+  // Where a step the fixer reports falls among the others, so that one this
+  // page does not list by default still shows in its place.
+  const STEP_ORDER = ["recheck", "plan", "backup", "apply", "audit", "commit", "record"];
   const FIXER_LABELS = {
     idle: "Idle",
     fixing: "Fixing",
@@ -95,6 +101,10 @@
     if (seconds < 60) return `${seconds}s ago`;
     if (seconds < 3600) return `${Math.round(seconds / 60)}m ago`;
     return `${Math.round(seconds / 3600)}h ago`;
+  }
+
+  function duration(seconds) {
+    return seconds < 1 ? `${Math.round(seconds * 1000)} ms` : `${seconds.toFixed(1)} s`;
   }
 
   function count(value) {
@@ -200,18 +210,24 @@
   }
 
   function fixMode(rules) {
-    const modes = new Set(rules.map((rule) => rule.mode));
-    if (modes.has("fix")) return modes.has("dry_run") ? "auto-fix on some rules, dry run on others" : "auto-fix on";
-    if (modes.has("dry_run")) return "dry run: nothing is written";
-    return "detect only";
+    const fixing = rules.filter((rule) => rule.mode === "fix").length;
+    const simulating = rules.filter((rule) => rule.mode === "dry_run").length;
+    const parts = [];
+    if (fixing) parts.push(`auto-fix on ${fixing} of ${plural(rules.length, "rule")}`);
+    if (simulating) parts.push(`dry run on ${simulating}`);
+    return parts.length ? parts.join(", ") : "detect only";
+  }
+
+  function plural(number, noun) {
+    return `${count(number)} ${noun}${number === 1 ? "" : "s"}`;
   }
 
   function renderCards(snapshot) {
     const { database, counts, fixer, stream } = snapshot;
     const version = database.server_version ? `MongoDB ${database.server_version}` : "MongoDB";
     const replicaSet = database.replica_set ? ` · ${database.replica_set}` : "";
-    const lag = typeof stream.lag_s === "number" ? ` · lag ${Math.round(stream.lag_s * 1000)} ms` : "";
-    const streamText = database.stream_healthy ? `change stream open${lag}` : "change stream down";
+    const lag = typeof stream.lag_s === "number" ? ` · lag ${duration(stream.lag_s)}` : "";
+    const streamText = database.stream_healthy ? `stream open${lag}` : "change stream down";
     const dbCard = setCard("card-database", database.connected ? "Connected" : "Disconnected", `${version}${replicaSet}`, streamText);
     dbCard.classList.toggle("is-ok", database.connected && database.stream_healthy);
     dbCard.classList.toggle("is-bad", !database.connected || !database.stream_healthy);
@@ -229,7 +245,8 @@
     setText(pause, fixer.paused ? "Resume" : "Pause");
     pause.dataset.action = fixer.paused ? "resume" : "pause";
 
-    setCard("card-checks", count(counts.checks), `${count(counts.sweeps)} sweeps · ${count(counts.stream_batches)} stream batches`);
+    const batches = `${count(counts.stream_batches)} stream ${counts.stream_batches === 1 ? "batch" : "batches"}`;
+    setCard("card-checks", count(counts.checks), `${plural(counts.sweeps, "sweep")} · ${batches}`);
   }
 
   // Currently fixing: the real step of the fix in progress, held fixes, and
@@ -275,8 +292,15 @@
     return "Nothing to fix right now.";
   }
 
-  function describeCurrent(current, steps) {
+  function stepsWith(steps, step) {
+    if (!step || steps.includes(step)) return steps;
+    const rank = (name) => (STEP_ORDER.includes(name) ? STEP_ORDER.indexOf(name) : STEP_ORDER.length);
+    return [...steps, step].sort((a, b) => rank(a) - rank(b));
+  }
+
+  function describeCurrent(current, baseSteps) {
     const violation = current.violation;
+    const steps = stepsWith(baseSteps, current.step);
     const at = steps.indexOf(current.step);
     const stepList = el("ol", "steps");
     steps.forEach((step, index) => {
@@ -564,7 +588,14 @@
     const key = JSON.stringify(perMinute);
     if (key === page.chartKey) return;
     page.chartKey = key;
-    const data = [perMinute.minutes, perMinute.detected, perMinute.fixed, perMinute.simulated];
+    const sum = (values) => values.reduce((total, value) => total + value, 0);
+    setText(
+      byId("chart-note"),
+      `In the last hour: ${count(sum(perMinute.detected))} detected · ${count(sum(perMinute.fixed))} fixed · ${count(sum(perMinute.simulated))} simulated`,
+    );
+    // Fixed bars stand on top of simulated ones: together they are the fixes.
+    const fixedOrSimulated = perMinute.fixed.map((fixed, index) => fixed + perMinute.simulated[index]);
+    const data = [perMinute.minutes, perMinute.detected, fixedOrSimulated, perMinute.fixed];
     if (page.chart) {
       page.chart.setData(data);
       return;
@@ -578,27 +609,49 @@
       stroke: colour(name),
       fill: colour(name),
       width: 0,
-      paths: bars({ size: [0.28, 8], align }),
+      paths: bars({ size: [0.42, 14, 2], align }),
       points: { show: false },
     });
+    const minuteLabel = (seconds) => {
+      const date = new Date(seconds * 1000);
+      return `${String(date.getHours()).padStart(2, "0")}:${String(date.getMinutes()).padStart(2, "0")}`;
+    };
     page.chart = new uPlot(
       {
         width: Math.max(240, container.clientWidth),
-        height: 220,
+        height: CHART_HEIGHT_PX,
         legend: { show: false },
         cursor: { y: false, points: { show: false } },
-        scales: { x: { time: true }, y: { range: (_, min, max) => [0, Math.max(4, Math.ceil(max * 1.15))] } },
+        // Half a minute of room each side, so the edge minutes' bars show whole.
+        scales: { x: { time: true, range: (_, min, max) => [min - 30, max + 30] }, y: { range: (_, min, max) => [0, Math.max(4, Math.ceil(max * 1.15))] } },
         axes: [
-          { stroke: colour("--muted"), grid: { show: false }, ticks: { stroke: colour("--border") } },
-          { stroke: colour("--muted"), grid: { stroke: "#eef1f5" }, ticks: { show: false }, size: 36 },
+          {
+            stroke: colour("--muted"),
+            grid: { show: false },
+            ticks: { stroke: colour("--border") },
+            values: (_, splits) => splits.map(minuteLabel),
+          },
+          {
+            stroke: colour("--muted"),
+            grid: { stroke: "#eef1f5" },
+            ticks: { show: false },
+            size: 36,
+            incrs: COUNT_STEPS,
+            values: (_, splits) => splits.map((value) => count(value)),
+          },
         ],
-        series: [{}, series("Detected", "--high", -1), series("Fixed", "--ok", 0), series("Simulated", "--sim", 1)],
+        series: [
+          {},
+          series("Detected", "--high", -1),
+          series("Simulated", "--sim", 1),
+          series("Fixed", "--ok", 1),
+        ],
       },
       data,
       container,
     );
     new ResizeObserver(() => {
-      page.chart.setSize({ width: Math.max(240, container.clientWidth), height: 220 });
+      page.chart.setSize({ width: Math.max(240, container.clientWidth), height: CHART_HEIGHT_PX });
     }).observe(container);
   }
 
