@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from bson.errors import BSONError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
@@ -29,7 +30,13 @@ from streamheal.watchers.stream import is_transient
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
-RECHECK_ERRORS = (PyMongoError, ValueError, TypeError)
+# What a rule may raise on data it cannot handle: a server error, or a value
+# the driver cannot decode (MongoDB stores invalid UTF-8 that pymongo refuses).
+RECHECK_ERRORS = (PyMongoError, BSONError, ValueError, TypeError)
+# On stop, the fixer may finish the fix it is applying for this long.
+FIXER_GRACE_S = 30.0
+START_RETRY_INITIAL_S = 0.5
+START_RETRY_MAX_S = 30.0
 
 
 def open_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
@@ -270,7 +277,10 @@ class Monitor:
             address=self.state.server_address,
             rules=len(self.rules),
         )
-        await self.stream.open()
+        await self._retrying("stream_open", self.stream.open)
+        # Fixes a crash cut short (without transactions) are undone before
+        # the first sweep, so that it finds their violations again.
+        await self._retrying("fix_recovery", self.fixer.recover)
         tasks = [
             asyncio.create_task(self.stream.run(), name="stream"),
             asyncio.create_task(self.sweeper.run(), name="sweep"),
@@ -293,6 +303,29 @@ class Monitor:
         await self.stream.close()
         self.events.info("monitor_stopped")
 
+    async def _retrying(self, step: str, call: Any) -> None:
+        """Run a start-up step, retrying while the database is briefly away."""
+        delay_s = START_RETRY_INITIAL_S
+        while True:
+            try:
+                await call()
+                return
+            except PyMongoError as exc:
+                if not is_transient(exc):
+                    raise
+                self.events.warning(
+                    "startup_retried", step=step, error=str(exc), retry_in_s=delay_s
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, START_RETRY_MAX_S)
+
+    async def _stop_fixer(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Let the fix in progress finish (or not start), then go on stopping."""
+        self.fixer.request_stop()
+        fixer = [task for task in tasks if task.get_name() == "fixer"]
+        if fixer and not fixer[0].done():
+            await asyncio.wait(fixer, timeout=FIXER_GRACE_S)
+
     async def _wait(self, stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
         stopper = asyncio.create_task(stop.wait(), name="stop")
         try:
@@ -307,6 +340,7 @@ class Monitor:
                 ):
                     raise task.exception()  # type: ignore[misc]  # re-raise a part's crash
         finally:
+            await self._stop_fixer(tasks)
             for task in [stopper, *tasks]:
                 task.cancel()
             await asyncio.gather(*tasks, stopper, return_exceptions=True)

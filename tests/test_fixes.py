@@ -165,7 +165,7 @@ def without_metadata(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in d.items() if k != "_streamheal"} for d in documents]
 
 
-async def noop_step(step: str) -> None:
+async def noop_step(step: str, operation: int | None = None) -> None:
     return None
 
 

@@ -7,6 +7,7 @@ from streamheal.fixer._apply import (
     FIXES,
     apply_plan,
     list_fixes,
+    recover_interrupted_fixes,
     rollback_fix,
     supports_transactions,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "ViolationQueue",
     "apply_plan",
     "list_fixes",
+    "recover_interrupted_fixes",
     "rollback_fix",
     "supports_transactions",
 ]

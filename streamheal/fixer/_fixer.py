@@ -3,8 +3,9 @@
 For each violation it re-checks against the data as it is now, plans, holds
 big plans for a person, then backs up, applies and records the fix (one
 transaction where possible) and pauses for the fix delay. Cancellation stops
-it between fixes; a fix in progress is never left half-written because its
-writes commit together.
+it between fixes. A fix in progress is never left half-written: its writes
+commit together, or, without transactions, a fix cut short is undone from its
+backups when the fixer starts (`recover_interrupted_fixes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
 
 from streamheal._bson import to_json_value
 from streamheal._events import EventLog
@@ -25,6 +25,7 @@ from streamheal.fixer._apply import (
     apply_plan,
     audit_record,
     new_fix_id,
+    recover_interrupted_fixes,
 )
 from streamheal.fixer._queue import EntryStatus, QueueEntry, ViolationQueue
 from streamheal.rules import COMMENT, Database, FixPlan, Rule
@@ -32,7 +33,7 @@ from streamheal.state import MonitorState, describe_violation
 
 
 IDLE_WAIT_S = 5.0
-RETRY_BASE_S = 1.0
+RETRY_BACKOFF_S = 1.0
 
 
 class Fixer:
@@ -51,6 +52,7 @@ class Fixer:
         max_attempts: int,
         backup: bool,
         use_transaction: bool,
+        retry_backoff_s: float = RETRY_BACKOFF_S,
     ) -> None:
         self.client = client
         self.db = db
@@ -62,9 +64,12 @@ class Fixer:
         self.max_attempts = max_attempts
         self.backup = backup
         self.use_transaction = use_transaction
+        self.retry_backoff_s = retry_backoff_s
+        self._fix_id: str | None = None
         self.events = EventLog(state, "fixer")
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._stopping = asyncio.Event()
         self.fixable = {name for name, rule in rules.items() if rule.mode != "detect"}
 
     # Actions a person takes from the dashboard or the API.
@@ -87,6 +92,7 @@ class Fixer:
         if entry is None or entry.status is not EntryStatus.HELD:
             return False
         entry.status = EntryStatus.APPROVED
+        entry.approved = True
         self.queue.notify()
         return True
 
@@ -100,18 +106,26 @@ class Fixer:
 
     # The loop.
 
+    def request_stop(self) -> None:
+        """Finish the fix in progress, if any, and start no other."""
+        self._stopping.set()
+        self.queue.notify()
+
     async def run(self) -> None:
-        """Fix until cancelled; each pass handles at most one violation."""
+        """Fix until stopped or cancelled; each pass handles one violation."""
         if not self.fixable:
             self.state.fixer_status = "auto-fix off"
             self.state.touch()
-            await asyncio.Event().wait()
+            await self._stopping.wait()
+            return
 
-        while True:
-            await self._resumed.wait()
+        while not self._stopping.is_set():
+            if not self._resumed.is_set():
+                await self._wait_for(self._resumed, None)
+                continue
             entry = self.queue.next_ready(self.fixable)
             if entry is None:
-                self._set_status("idle")
+                self._set_status(self._idle_status())
                 retry_at = self.queue.next_retry_at(self.fixable)
                 timeout = (
                     IDLE_WAIT_S
@@ -124,7 +138,43 @@ class Fixer:
             worked = await self.fix_one(entry)
             if worked and self.fix_delay_s > 0:
                 self._set_status("waiting")
-                await asyncio.sleep(self.fix_delay_s)
+                await self._wait_for(self._stopping, self.fix_delay_s)
+        self._set_status("stopped")
+
+    async def _wait_for(self, event: asyncio.Event, timeout_s: float | None) -> None:
+        """Wait for `event` or a stop request, at most `timeout_s`."""
+        waiters = {
+            asyncio.create_task(event.wait()),
+            asyncio.create_task(self._stopping.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _idle_status(self) -> str:
+        held = any(entry.status is EntryStatus.HELD for entry in self.queue)
+        return "waiting for approval" if held else "idle"
+
+    async def recover(self) -> None:
+        """Undo the fixes that a crash cut short.
+
+        Call it before the first sweep: the documents it puts back must be
+        there when the sweep looks for violations.
+        """
+        for record in await recover_interrupted_fixes(self.db):
+            self.events.warning(
+                "fix_recovered",
+                rule=record["rule"],
+                collection=record["collection"],
+                violation_id=record["violation_id"],
+                fix_id=record["_id"],
+                action=record["action"],
+                undone=record["undone"],
+            )
 
     async def fix_one(self, entry: QueueEntry) -> bool:
         """Handle one queue entry; return whether it wrote or simulated a fix."""
@@ -136,9 +186,13 @@ class Fixer:
             "step": "recheck",
         }
         self.state.touch()
+        self._fix_id = None
         try:
             return await self._fix_entry(rule, entry)
-        except (FixError, PyMongoError) as exc:
+        except Exception as exc:
+            # A failing fix is that fix's failure, never the fixer's: it is
+            # recorded and the fixer moves on. CancelledError is not an
+            # Exception, so cancellation still passes.
             await self._record_failure(rule, entry, exc)
             return False
         finally:
@@ -170,7 +224,7 @@ class Fixer:
 
         if (
             plan.documents_touched > self.max_docs_per_fix
-            and entry.status is not EntryStatus.APPROVED
+            and not entry.approved
         ):
             entry.status = EntryStatus.HELD
             self.state.fixer_status = "waiting for approval"
@@ -182,7 +236,7 @@ class Fixer:
             )
             return False
 
-        fix_id = new_fix_id()
+        fix_id = self._fix_id = new_fix_id()
         self.state.current_fix = {
             "violation": describe_violation(violation),
             "fix_id": fix_id,
@@ -216,7 +270,7 @@ class Fixer:
             entry.status = EntryStatus.SIMULATED
             return False
 
-        fix_id = new_fix_id()
+        fix_id = self._fix_id = new_fix_id()
         record = audit_record(plan, fix_id, "dry_run", "dry_run")
         await self._step("audit")
         await self.db[FIXES].insert_one(record, comment=COMMENT)
@@ -234,32 +288,35 @@ class Fixer:
     async def _record_failure(
         self, rule: Rule, entry: QueueEntry, exc: Exception
     ) -> None:
+        """Retry the entry later, or give up after the allowed attempts.
+
+        A conflict (the data moved under the fix) is planned again at once; any
+        other failure waits `retry_backoff_s`, doubling each time. Both count
+        as attempts, so a fix that can never succeed stops.
+        """
         entry.attempts += 1
-        entry.last_error = str(exc)
+        entry.last_error = describe_error(exc)
+        documents = entry.violation.documents
         fields = {
             "rule": rule.name,
             "collection": rule.collection,
             "violation_id": entry.id,
+            "document_id": to_json_value(documents[0]) if documents else None,
+            "fix_id": self._fix_id,
             "attempt": entry.attempts,
-            "error": str(exc),
+            "error": entry.last_error,
         }
-        if isinstance(exc, FixConflictError):
-            # The data moved under us: plan again against the new version.
-            entry.status = EntryStatus.PENDING
-            self.events.warning("fix_conflicted", **fields)
-            return
-
         if entry.attempts >= self.max_attempts:
             entry.status = EntryStatus.FAILED
             record = {
-                "_id": new_fix_id(),
+                "_id": self._fix_id or new_fix_id(),
                 "violation_id": entry.id,
                 "rule": rule.name,
                 "kind": rule.kind,
                 "collection": rule.collection,
                 "status": "failed",
                 "mode": rule.mode,
-                "error": str(exc),
+                "error": entry.last_error,
                 "attempts": entry.attempts,
             }
             self.state.record_fix(record)
@@ -267,15 +324,21 @@ class Fixer:
             return
 
         entry.status = EntryStatus.PENDING
-        entry.retry_at = time.time() + RETRY_BASE_S * 2 ** (entry.attempts - 1)
-        self.events.warning(
-            "fix_retried", **fields, retry_in_s=RETRY_BASE_S * 2 ** (entry.attempts - 1)
-        )
+        if isinstance(exc, FixConflictError):
+            self.events.warning("fix_conflicted", **fields)
+            return
+        retry_in_s = self.retry_backoff_s * 2 ** (entry.attempts - 1)
+        entry.retry_at = time.time() + retry_in_s
+        self.events.warning("fix_retried", **fields, retry_in_s=retry_in_s)
 
-    async def _step(self, step: str) -> None:
+    async def _step(self, step: str, operation: int | None = None) -> None:
+        """Show the step on the state and log it, so it can be watched."""
         if self.state.current_fix is not None:
             self.state.current_fix["step"] = step
             self.state.touch()
+        self.events.debug(
+            "fix_step_started", fix_id=self._fix_id, step=step, operation=operation
+        )
 
     def _set_status(self, status: str) -> None:
         if self.state.paused:
@@ -297,3 +360,13 @@ class Fixer:
             "action": plan.action,
             "dry_run": rule.mode == "dry_run",
         }
+
+
+def describe_error(exc: Exception) -> str:
+    """The reason a fix failed, as one line: a server error keeps its code."""
+    code = getattr(exc, "code", None)
+    # The server's full reply can hold the whole document: leave it out.
+    text = str(exc).split(", full error: ")[0] or type(exc).__name__
+    if code is not None and not isinstance(exc, FixError):
+        return f"{type(exc).__name__} (code {code}): {text}"
+    return text

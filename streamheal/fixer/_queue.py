@@ -46,6 +46,7 @@ class QueueEntry:
     retry_at: float = 0.0
     simulated_fingerprint: str | None = None
     held_fix_id: str | None = None
+    approved: bool = False  # a person allowed this fix despite its size
     sequence: int = field(default=0)
 
     @property
@@ -66,6 +67,8 @@ class ViolationQueue:
         self._deferred: set[str] = set()
         self._sequence = 0
         self._changed = asyncio.Event()
+        # The most entries ever held at once: never more than max_size.
+        self.high_water = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -79,6 +82,10 @@ class ViolationQueue:
     @property
     def deferred_count(self) -> int:
         return len(self._deferred)
+
+    def deferred_ids(self) -> frozenset[str]:
+        """The violations turned away because the queue was full."""
+        return frozenset(self._deferred)
 
     def get(self, violation_id: str) -> QueueEntry | None:
         return self._entries.get(violation_id)
@@ -113,6 +120,7 @@ class ViolationQueue:
         self._entries[violation.id] = QueueEntry(
             violation, source, now, now, sequence=self._sequence
         )
+        self.high_water = max(self.high_water, len(self._entries))
         self._changed.set()
         return Offer.ADDED
 

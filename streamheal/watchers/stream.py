@@ -18,7 +18,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.change_stream import AsyncChangeStream
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from streamheal._events import EventLog
 from streamheal.rules import COMMENT, Database, Write
@@ -38,13 +38,61 @@ COLLECTION_ENDINGS = ("drop", "rename")
 
 # Server error codes meaning the stored resume point cannot be used again.
 # 286 ChangeStreamHistoryLost; 280 ChangeStreamFatalError (the token's event
-# is gone); 260 InvalidResumeToken.
+# is gone); 260 InvalidResumeToken. SecantusDB sends 286 as MongoDB does.
 HISTORY_LOST_CODES = frozenset({286, 280, 260})
+# 10334 BSONObjectTooLarge: one change event is over 16 MB as delivered.
+TOO_LARGE_CODES = frozenset({10334})
+# Error labels and codes that say "the same request may work a moment later".
+# https://github.com/mongodb/specifications/blob/master/source/change-streams/change-streams.md#resumable-error
+TRANSIENT_LABELS = frozenset(
+    {"ResumableChangeStreamError", "RetryableWriteError", "TransientTransactionError"}
+)
+TRANSIENT_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+        63,  # StaleShardVersion
+        150,  # StaleEpoch
+        13388,  # StaleConfig
+        234,  # RetryChangeStream
+        133,  # FailedToSatisfyReadPreference
+    }
+)
 
 
 def is_history_lost(exc: PyMongoError) -> bool:
     """Whether resuming from our token can never work again."""
     return isinstance(exc, OperationFailure) and exc.code in HISTORY_LOST_CODES
+
+
+def is_too_large(exc: PyMongoError) -> bool:
+    """Whether the server could not deliver one change event for its size."""
+    return isinstance(exc, OperationFailure) and exc.code in TOO_LARGE_CODES
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is the connection's or the moment's, not the request's.
+
+    Such an error must not count against a rule or drop a batch of change
+    events: the batch is read again from the last handled resume token.
+    """
+    if isinstance(exc, ConnectionFailure):
+        return True
+    if not isinstance(exc, OperationFailure):
+        return False
+    if any(exc.has_error_label(label) for label in TRANSIENT_LABELS):
+        return True
+    return exc.code in TRANSIENT_CODES
 
 
 @dataclass(frozen=True)
@@ -75,6 +123,8 @@ def build_pipeline(collections: Iterable[str]) -> list[dict[str, Any]]:
                             "$in": [*WRITE_OPERATIONS, *COLLECTION_ENDINGS]
                         },
                     },
+                    # A collection renamed into a watched name.
+                    {"operationType": "rename", "to.coll": {"$in": names}},
                     {"operationType": {"$in": ["dropDatabase", "invalidate"]}},
                 ]
             }
@@ -133,6 +183,7 @@ class StreamWatcher:
         on_collection_gone: CollectionHandler,
         on_history_lost: Callable[[], Awaitable[None]],
         batch_window_s: float,
+        on_sweep_needed: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.db = db
@@ -141,6 +192,7 @@ class StreamWatcher:
         self.on_writes = on_writes
         self.on_collection_gone = on_collection_gone
         self.on_history_lost = on_history_lost
+        self.on_sweep_needed = on_sweep_needed or on_history_lost
         self.batch_window_s = batch_window_s
         self.events = EventLog(state, "stream")
         self._stream: AsyncChangeStream[Any] | None = None
@@ -148,6 +200,10 @@ class StreamWatcher:
         self._saved_token: Mapping[str, Any] | None = None
         self._saved_at = 0.0
         self._start_after_invalidate = False
+        # The stored token is read once; later opens use what was handled,
+        # so that a token found lost is never tried again.
+        self._token_loaded = False
+        self._pre_images = True
         self.ready = asyncio.Event()
 
     @property
@@ -184,7 +240,11 @@ class StreamWatcher:
         Called before the first sweep, so that anything written while the
         sweep runs arrives through the stream.
         """
-        token = self._handled_token or await self.load_token()
+        token = self._handled_token
+        if not self._token_loaded:
+            token = token or await self.load_token()
+            self._token_loaded = True
+            self._handled_token = token
         try:
             self._stream = await self._watch(token)
         except PyMongoError as exc:
@@ -192,6 +252,11 @@ class StreamWatcher:
                 raise
             await self._report_history_lost(exc)
             self._stream = await self._watch(None)
+        if self._handled_token is None:
+            # Opened at "now": remember where now was, so that a batch that
+            # fails before the first token is handled is read again.
+            self._handled_token = self._stream.resume_token
+        self.state.connected = True
         self.state.stream_healthy = True
         self.state.touch()
         self.ready.set()
@@ -203,7 +268,7 @@ class StreamWatcher:
             build_pipeline(self.collections),
             resume_after=None if start_after else token,
             start_after=token if start_after else None,
-            full_document_before_change="whenAvailable",
+            full_document_before_change="whenAvailable" if self._pre_images else None,
             max_await_time_ms=MAX_AWAIT_MS,
             comment=COMMENT,
         )
@@ -218,22 +283,54 @@ class StreamWatcher:
         self._handled_token = None
         await self.on_history_lost()
 
+    async def _report_too_large(self, exc: PyMongoError) -> None:
+        """Make the next event fit, or skip past it and let a sweep check it.
+
+        The pipeline already leaves out `fullDocument`; what may remain large
+        is the pre-image. Without it the event is a few hundred bytes. If it
+        is still too large, the failing event cannot be read at all: the
+        stream continues from now and a full sweep covers what it skipped.
+        """
+        if self._pre_images:
+            self._pre_images = False
+            self.events.warning(
+                "change_event_too_large",
+                error=str(exc),
+                action="reopening without pre-images",
+            )
+            return
+        self.events.error(
+            "change_event_too_large",
+            error=str(exc),
+            action="continuing from now after a full sweep",
+        )
+        self._handled_token = None
+        await self.on_sweep_needed()
+
     async def close(self) -> None:
-        if self._stream is not None:
-            await self._stream.close()
-            self._stream = None
-        await self.save_token(self._handled_token, force=True)
+        """Close the stream and store the last handled resume token."""
+        await self._drop_stream()
+        try:
+            await self.save_token(self._handled_token, force=True)
+        except PyMongoError as exc:
+            # The previous stored token stays: a restart re-reads a little more.
+            self.events.warning("resume_token_unsaved", error=str(exc))
 
     async def run(self) -> None:
-        """Read and handle events until cancelled, reopening after failures."""
+        """Read and handle events until cancelled, reopening after failures.
+
+        An outage is logged once when it starts and once when it ends; the
+        attempts in between back off from half a second to thirty.
+        """
         delay_s = RETRY_INITIAL_S
+        attempt = 0
         while True:
             try:
                 if self._stream is None:
                     await self.open()
-                    if delay_s > RETRY_INITIAL_S:
-                        self.events.info("stream_resumed")
-                    delay_s = RETRY_INITIAL_S
+                    if attempt:
+                        self.events.info("stream_resumed", attempt=attempt)
+                    delay_s, attempt = RETRY_INITIAL_S, 0
                 await self._read_and_handle()
             except asyncio.CancelledError:
                 raise
@@ -244,14 +341,29 @@ class StreamWatcher:
                 if is_history_lost(exc):
                     await self._report_history_lost(exc)
                     continue
-                if self.state.stream_healthy or delay_s == RETRY_INITIAL_S:
-                    self.events.error(
-                        "stream_interrupted", error=str(exc), retry_in_s=delay_s
-                    )
-                self.state.stream_healthy = False
-                self.state.touch()
+                if is_too_large(exc):
+                    await self._report_too_large(exc)
+                    continue
+                attempt += 1
+                self._report_interruption(exc, attempt, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, RETRY_MAX_S)
+
+    def _report_interruption(
+        self, exc: PyMongoError, attempt: int, delay_s: float
+    ) -> None:
+        """Mark the stream down; log the first failure of an outage only."""
+        if attempt == 1:
+            self.events.error("stream_interrupted", error=str(exc), retry_in_s=delay_s)
+        else:
+            self.events.debug(
+                "stream_retried", error=str(exc), attempt=attempt, retry_in_s=delay_s
+            )
+        self.state.stream_healthy = False
+        # A server that answered with an error is reachable; a lost
+        # connection or an unreachable server is not.
+        self.state.connected = not isinstance(exc, ConnectionFailure)
+        self.state.touch()
 
     async def _drop_stream(self) -> None:
         stream, self._stream = self._stream, None
@@ -375,6 +487,12 @@ class StreamWatcher:
         namespace = event.get("ns", {})
         if operation in COLLECTION_ENDINGS:
             await self.on_collection_gone(namespace.get("coll", ""), operation)
+            target = (event.get("to") or {}).get("coll")
+            if operation == "rename" and target in self.collections:
+                # Documents arrived in a watched collection without a write
+                # event each (and replaced whatever it held): sweep them.
+                await self.on_collection_gone(target, operation)
+                await self.on_sweep_needed()
         elif operation == "dropDatabase":
             for name in self.collections:
                 await self.on_collection_gone(name, operation)

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from bson.errors import BSONError
 from pymongo.errors import PyMongoError
 
 from streamheal._events import EventLog
@@ -71,7 +72,7 @@ class Sweeper:
                 counts[rule.name] = await self.sweep_rule(rule)
             except asyncio.CancelledError:
                 raise
-            except (PyMongoError, ValueError, TypeError) as exc:
+            except (PyMongoError, BSONError, ValueError, TypeError) as exc:
                 self.events.error(
                     "rule_failed",
                     rule=rule.name,
