@@ -222,10 +222,7 @@ class Fixer:
         if rule.mode == "dry_run":
             return await self._simulate(entry, plan, fields)
 
-        if (
-            plan.documents_touched > self.max_docs_per_fix
-            and not entry.approved
-        ):
+        if plan.documents_touched > self.max_docs_per_fix and not entry.approved:
             entry.status = EntryStatus.HELD
             self.state.fixer_status = "waiting for approval"
             self.events.warning(

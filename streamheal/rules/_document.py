@@ -44,7 +44,7 @@ class DocumentRule(Rule):
     def violation_from_row(self, row: Document) -> Violation:
         """Build the violation from one document the pipeline returned."""
 
-    async def sweep(self, db: Database) -> AsyncIterator[Violation]:  # type: ignore[override]  # an async generator implements the abstract method
+    async def sweep(self, db: Database) -> AsyncIterator[Violation]:
         cursor = await db[self.collection].aggregate(
             self.pipeline(), allowDiskUse=True, comment=COMMENT
         )
