@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from streamheal.fixer import BACKUPS, FIXES, apply_plan, rollback_fix
-from streamheal.fixer._apply import new_fix_id
+from streamheal.fixer import BACKUPS, FIXES, apply_plan, new_fix_id, rollback_fix
 from tests.helpers import settings_for
 
 

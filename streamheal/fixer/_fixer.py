@@ -20,14 +20,10 @@ from pymongo import AsyncMongoClient
 from streamheal._bson import to_json_value
 from streamheal._events import EventLog
 from streamheal.errors import FixConflictError, FixError
-from streamheal.fixer._apply import (
-    FIXES,
-    apply_plan,
-    audit_record,
-    new_fix_id,
-    recover_interrupted_fixes,
-)
+from streamheal.fixer._apply import apply_plan, audit_record, new_fix_id
 from streamheal.fixer._queue import EntryStatus, QueueEntry, ViolationQueue
+from streamheal.fixer._records import FIXES
+from streamheal.fixer._undo import recover_interrupted_fixes
 from streamheal.rules import COMMENT, Database, FixPlan, Rule
 from streamheal.state import MonitorState, describe_violation
 
