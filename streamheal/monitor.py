@@ -25,8 +25,7 @@ from streamheal.fixer import Fixer, Offer, ViolationQueue, supports_transactions
 from streamheal.rules import Database, Rule, Violation, Write
 from streamheal.rules.slow_query import SlowQueryRule
 from streamheal.state import MonitorState
-from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper
-from streamheal.watchers.stream import is_transient
+from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper, is_transient
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from streamheal.watchers._errors import is_history_lost, is_too_large, is_transient
 from streamheal.watchers.profiler import ProfilerWatcher
-from streamheal.watchers.stream import StreamWatcher, build_pipeline, is_history_lost
+from streamheal.watchers.stream import StreamWatcher, build_pipeline
 from streamheal.watchers.sweep import Sweeper
 
 
@@ -13,4 +14,6 @@ __all__ = [
     "Sweeper",
     "build_pipeline",
     "is_history_lost",
+    "is_too_large",
+    "is_transient",
 ]
