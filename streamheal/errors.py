@@ -53,6 +53,10 @@ class EmbeddedServerError(StreamhealError):
     """The embedded SecantusDB server could not be started."""
 
 
+class DashboardError(StreamhealError):
+    """The dashboard could not listen on its address (a port in use, say)."""
+
+
 class FixError(StreamhealError):
     """A fix could not be planned, applied or rolled back."""
 

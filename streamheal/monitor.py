@@ -276,10 +276,9 @@ class Monitor:
             address=self.state.server_address,
             rules=len(self.rules),
         )
-        await self._retrying("stream_open", self.stream.open)
-        # Fixes a crash cut short (without transactions) are undone before
-        # the first sweep, so that it finds their violations again.
-        await self._retrying("fix_recovery", self.fixer.recover)
+        if not await self._start_up(stop):
+            self.events.info("monitor_stopped")
+            return
         tasks = [
             asyncio.create_task(self.stream.run(), name="stream"),
             asyncio.create_task(self.sweeper.run(), name="sweep"),
@@ -301,6 +300,35 @@ class Monitor:
             await self._wait(stop, tasks)
         await self.stream.close()
         self.events.info("monitor_stopped")
+
+    async def _start_up(self, stop: asyncio.Event) -> bool:
+        """Open the stream and recover cut-short fixes; False if stopped first.
+
+        A stop request (SIGINT, SIGTERM) is honoured even while the database
+        keeps these steps waiting.
+        """
+
+        async def start_up() -> None:
+            await self._retrying("stream_open", self.stream.open)
+            # Fixes a crash cut short (without transactions) are undone before
+            # the first sweep, so that it finds their violations again.
+            await self._retrying("fix_recovery", self.fixer.recover)
+
+        starting = asyncio.create_task(start_up(), name="start_up")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            await asyncio.wait(
+                {starting, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
+        if starting.cancelled():
+            return False
+        starting.result()
+        return True
 
     async def _retrying(self, step: str, call: Any) -> None:
         """Run a start-up step, retrying while the database is briefly away."""

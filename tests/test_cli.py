@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -193,3 +195,27 @@ async def test_history_lists_fixes_newest_first(
         "6b11bee63ed1f6966b143c82  -  dry_run     r2: set email='x'",
         "6b11bee63ed1f6966b143c81  -  applied     r1: delete document 1",
     ]
+
+
+async def test_a_busy_dashboard_port_is_a_clear_error(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rules = tmp_path / "rules.yaml"
+        rules.write_text(
+            f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\n"
+            f"dashboard:\n  port: {port}\nlogging:\n  file: null\nrules:\n"
+            "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+        )
+
+        result = await asyncio.to_thread(streamheal, "run", str(rules))
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"streamheal: The dashboard cannot listen on 127.0.0.1:{port}: Address "
+        "already in use. Is another streamheal running? Choose another port with "
+        "--port or dashboard.port in the rule file."
+    )

@@ -13,6 +13,7 @@ from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 from hypercorn.utils import wrap_app
 
+from streamheal.errors import DashboardError
 from streamheal.web.app import TOKEN_HEADER, create_app
 
 
@@ -55,9 +56,13 @@ def bind_dashboard(host: str, port: int) -> socket.socket:
         listening.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listening.bind(address)
         listening.listen()
-    except OSError:
+    except OSError as exc:
         listening.close()
-        raise
+        raise DashboardError(
+            f"The dashboard cannot listen on {host}:{port}: {exc.strerror}. "
+            "Is another streamheal running? Choose another port with --port "
+            "or dashboard.port in the rule file."
+        ) from None
     return listening
 
 
