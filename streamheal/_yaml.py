@@ -53,6 +53,41 @@ def _collect_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
             _collect_lines(item, (*path, index), lines)
 
 
+def find_duplicate_keys(text: str, source: str) -> list[RuleFileProblem]:
+    """A key given twice in one mapping: YAML would silently keep the last."""
+    problems: list[RuleFileProblem] = []
+
+    def walk(node: yaml.Node, path: Path) -> None:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key, line = key_node.value, key_node.start_mark.line + 1
+                if key in first_line:
+                    problems.append(
+                        RuleFileProblem(
+                            source,
+                            line,
+                            format_path((*path, key)),
+                            f"is given twice (first on line {first_line[key]}); "
+                            "only one is allowed.",
+                        )
+                    )
+                first_line.setdefault(key, line)
+                walk(value_node, (*path, key))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    loader = _LineLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            walk(root, ())
+    finally:
+        loader.dispose()
+    return problems
+
+
 def load_yaml_with_lines(
     text: str, source: str
 ) -> tuple[Any, dict[Path, int], list[RuleFileProblem]]:
@@ -115,7 +150,17 @@ def expand_variables(
         )
         return ""
 
-    return _VARIABLE.sub(substitute, data), problems
+    expanded = _VARIABLE.sub(substitute, data)
+    if "${" in _VARIABLE.sub("", data):
+        problems.append(
+            RuleFileProblem(
+                source,
+                line_of(lines, path),
+                format_path(path),
+                "has a ${ without its closing }; write ${NAME} or ${NAME:-default}.",
+            )
+        )
+    return expanded, problems
 
 
 def line_of(lines: Mapping[Path, int], path: Path) -> int | None:

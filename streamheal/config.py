@@ -19,6 +19,7 @@ from streamheal._duration import Duration
 from streamheal._duration import parse_duration as parse_duration
 from streamheal._yaml import (
     expand_variables,
+    find_duplicate_keys,
     format_path,
     line_of,
     load_yaml_with_lines,
@@ -108,6 +109,16 @@ def load_settings(
             source, None, "(file)", f"cannot be read: {exc.strerror}."
         )
         raise RuleFileError([problem]) from None
+    except UnicodeDecodeError as exc:
+        line = Path(path).read_bytes()[: exc.start].count(b"\n") + 1
+        problem = RuleFileProblem(
+            source,
+            line,
+            "(file)",
+            f"is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start} cannot be decoded.",
+        )
+        raise RuleFileError([problem]) from None
     return parse_settings(text, source, environ)
 
 
@@ -118,6 +129,7 @@ def parse_settings(
     data, lines, problems = load_yaml_with_lines(text, source)
     if problems:
         raise RuleFileError(problems)
+    duplicate_keys = find_duplicate_keys(text, source)
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         problem = RuleFileProblem(
@@ -129,17 +141,15 @@ def parse_settings(
         raise RuleFileError([problem])
 
     data, problems = expand_variables(data, lines, source, environ)
+    problems += duplicate_keys + _check_rule_names(data, lines, source)
     try:
         settings = _SETTINGS.validate_python(data)
     except ValidationError as exc:
         problems += [
             _problem_from(error, lines, source, data) for error in exc.errors()
         ]
-        raise RuleFileError(problems) from None
-
-    problems += _check_rule_names(settings, lines, source)
     if problems:
-        raise RuleFileError(problems)
+        raise RuleFileError(sorted(problems, key=lambda p: (p.line or 0, p.field)))
     return settings
 
 
@@ -179,25 +189,33 @@ def _kind_at(data: Any, index: Any) -> Any:
 
 
 def _check_rule_names(
-    settings: Settings, lines: Mapping[tuple[str | int, ...], int], source: str
+    data: Mapping[str, Any], lines: Mapping[tuple[str | int, ...], int], source: str
 ) -> list[RuleFileProblem]:
+    """Names must be unique; checked on the raw data, so that this problem is
+    reported together with every other one."""
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return []
     problems = []
     first_index: dict[str, int] = {}
-    for index, spec in enumerate(settings.rules):
-        if spec.name in first_index:
+    for index, rule in enumerate(rules):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first_index:
             path = ("rules", index, "name")
             problems.append(
                 RuleFileProblem(
                     source,
                     line_of(lines, path),
                     format_path(path),
-                    f"the name {spec.name!r} is already used by "
-                    f"rules[{first_index[spec.name]}]; "
+                    f"the name {name!r} is already used by "
+                    f"rules[{first_index[name]}]; "
                     "rule names must be unique.",
                 )
             )
         else:
-            first_index[spec.name] = index
+            first_index[name] = index
     return problems
 
 

@@ -50,13 +50,15 @@ def test_a_broken_rule_file_lists_every_problem_and_exits_2(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines() == [
-        "streamheal: 3 problems in the rule file:",
+        "streamheal: 4 problems in the rule file:",
         f"  {rules}:5: engine.fix_delay: expected a duration such as 500ms, 30s or 2m, "
         "not 'soon'.",
         f"  {rules}:7: rules[0].fields: is required.",
         f"  {rules}:10: rules[1]: unknown rule kind 'unheard_of'; expected one of "
         "'required', 'unique', 'reference', 'allowed', 'type', 'range', 'pattern', "
         "'query', 'slow_query'.",
+        f"  {rules}:10: rules[1].name: the name 'a' is already used by rules[0]; "
+        "rule names must be unique.",
     ]
 
 
@@ -208,7 +210,8 @@ async def test_a_busy_dashboard_port_is_a_clear_error(
         rules.write_text(
             f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\n"
             f"dashboard:\n  port: {port}\nlogging:\n  file: null\nrules:\n"
-            "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+            "  - {name: need_email, kind: required, collection: users, "
+            "fields: [email]}\n"
         )
 
         result = await asyncio.to_thread(streamheal, "run", str(rules))
@@ -219,3 +222,38 @@ async def test_a_busy_dashboard_port_is_a_clear_error(
         "already in use. Is another streamheal running? Choose another port with "
         "--port or dashboard.port in the rule file."
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            b"\xff\xfe rules",
+            "{path}:1: (file): is not UTF-8 text: byte 0xff at offset 0 cannot be "
+            "decoded.",
+        ),
+        (
+            b"mongodb: {uri: '${MONGO', database: x}\n"
+            b"rules: [{name: a, kind: required, collection: u, fields: [x]}]\n",
+            "{path}:1: mongodb.uri: has a ${{ without its closing }}; write ${{NAME}} "
+            "or ${{NAME:-default}}.",
+        ),
+        (
+            b"mongodb: {database: x}\nrules:\n"
+            b"  - {name: a, kind: required, collection: u, fields: [x], fields: [y]}\n",
+            "{path}:3: rules[0].fields: is given twice (first on line 3); only one "
+            "is allowed.",
+        ),
+    ],
+    ids=["not utf-8", "unclosed variable", "duplicate key"],
+)
+def test_more_rule_file_mistakes_are_named(
+    tmp_path: Path, text: bytes, expected: str
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_bytes(text)
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[1:] == ["  " + expected.format(path=rules)]
