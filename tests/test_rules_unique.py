@@ -147,6 +147,37 @@ class TestCheckWrites:
             ('{"k0":"a@x"}', (1, 2, 3))
         ]
 
+    def test_a_key_through_an_array_narrows_to_every_possible_member(self) -> None:
+        """On MongoDB `$sku.code` of `{sku: [{code: 1}, {code: 2}]}` is `[1, 2]`,
+        which the query `{"sku.code": [1, 2]}` does not match; the narrowing
+        must also take the documents where a prefix of the path is an array.
+
+        Shown on the filter, not on data: SecantusDB 0.7.0b3 evaluates a field
+        path through an array as missing, so there both paths see null."""
+        rule = make_rule(
+            "  - {name: u, kind: unique, collection: items, keys: [sku.code, n]}\n"
+        )
+
+        [_, narrowing, *_] = rule.pipeline([{"k0": [1, 2], "k1": 5}])
+
+        assert narrowing == {
+            "$match": {
+                "$or": [
+                    {
+                        "$and": [
+                            {
+                                "$or": [
+                                    {"sku.code": {"$eq": [1, 2]}},
+                                    {"sku": {"$type": "array"}},
+                                ]
+                            },
+                            {"n": {"$eq": 5}},
+                        ]
+                    }
+                ]
+            }
+        }
+
     async def test_writes_elsewhere_and_deletes_are_not_checked(self, db: Any) -> None:
         await db.users.insert_many(USERS)
         rule = make_rule(RULE)

@@ -134,8 +134,12 @@ class UniqueRule(Rule):
         return {
             "$or": [
                 {
-                    path: {"$eq": key[slot]}
-                    for slot, path in zip(self._slots(), self.spec.keys, strict=True)
+                    "$and": [
+                        _matching_key_part(path, key[slot])
+                        for slot, path in zip(
+                            self._slots(), self.spec.keys, strict=True
+                        )
+                    ]
                 }
                 for key in keys
             ]
@@ -269,3 +273,20 @@ class UniqueRule(Rule):
             verb = f"delete {len(duplicates)}"
         summary = f"keep {to_json_text(kept)}, {verb}"
         return FixPlan(current, self.spec.fix, tuple(operations), summary)
+
+
+def _matching_key_part(path: str, value: Any) -> dict[str, Any]:
+    """A query filter matching at least every document whose `$path` is `value`.
+
+    Query equality and the aggregation path differ once a dotted path crosses
+    an array: `$n.v` of `{n: [{v: 1}]}` is `[1]`, which `{"n.v": [1]}` does not
+    match. Such a value is always an array, so for an array value the filter
+    also takes every document where some prefix of the path is an array; the
+    exact grouping after it drops what does not belong.
+    """
+    equal = {path: {"$eq": value}}
+    prefixes = [path.rsplit(".", depth)[0] for depth in range(1, path.count(".") + 1)]
+    if not isinstance(value, list) or not prefixes:
+        return equal
+    crossing = [{prefix: {"$type": "array"}} for prefix in prefixes]
+    return {"$or": [equal, *crossing]}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from decimal import Decimal
 from typing import Any
 
 from bson import (
@@ -156,3 +157,40 @@ DOCUMENTS = st.fixed_dictionaries(
     },
 )
 PARENTS = st.fixed_dictionaries({"code": VALUES})
+
+
+def mongodb_equality_form(value: Any) -> Any:
+    """A hashable form under which two values collide exactly when MongoDB's
+    `$group` puts them in one group: numbers by value whatever their type,
+    documents field by field in order, arrays element by element, and every
+    other BSON type only with its own kind.
+    """
+    if value is None:
+        return ("null",)
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int | float | Int64 | Decimal128):
+        number = value.to_decimal() if isinstance(value, Decimal128) else value
+        if number != number:  # NaN, float or decimal: MongoDB groups them together
+            return ("number", "NaN")
+        return ("number", Decimal(number))
+    if isinstance(value, Code):
+        return ("code", str(value), mongodb_equality_form(value.scope))
+    if isinstance(value, str):
+        return ("string", value)
+    if isinstance(value, Binary):
+        return ("binary", value.subtype, bytes(value))
+    if isinstance(value, bytes):
+        return ("binary", 0, value)
+    if isinstance(value, dt.datetime | DatetimeMS):
+        return ("date", int(DatetimeMS(value)))
+    if isinstance(value, Regex):
+        return ("regex", value.pattern, value.flags)
+    if isinstance(value, Timestamp | ObjectId | MinKey | MaxKey):
+        return (type(value).__name__, repr(value))
+    if isinstance(value, dict):
+        fields = tuple((key, mongodb_equality_form(v)) for key, v in value.items())
+        return ("object", fields)
+    if isinstance(value, list):
+        return ("array", tuple(mongodb_equality_form(v) for v in value))
+    raise TypeError(f"no MongoDB equality form for {type(value).__name__}")
