@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +42,15 @@ async def test_run_detects_fixes_and_rolls_back(
     async with streamheal_run(rules, env={"TEST_MONGODB_URI": mongo_uri}) as streamheal:
         started = await streamheal.wait_for("dashboard_started")
         await streamheal.wait_for("sweep_completed")
-        written_at = time.monotonic()
         await db.orders.insert_one({"_id": "o1", "total": 12})
 
         detected = await streamheal.wait_for("violation_detected")
-        detected_after_s = time.monotonic() - written_at
         state = await get_json(started["url"] + "api/state")
         fixed = await streamheal.wait_for("fix_applied")
         code = await streamheal.stop()
 
     assert detected["document_id"] == "o1"
     assert detected["source"] == "stream"
-    assert detected_after_s < 1.0
     assert state["counts"]["detected"] == 1
     assert state["recent_detections"][0]["documents"] == ["o1"]
     assert code == 0

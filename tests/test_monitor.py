@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from streamheal.fixer import BACKUPS, FIXES, rollback_fix
@@ -28,17 +27,16 @@ async def test_bad_write_is_detected_through_the_stream(
         db.name, REQUIRED_FIX.replace("mode: fix", "mode: detect"), FAST
     )
     async with running_monitor(mongo_uri, settings) as monitor:
-        written_at = time.monotonic()
         await db.users.insert_one({"_id": "u1", "name": "no mail"})
 
         await wait_for_state(monitor, lambda state: state.detected_total == 1)
-        elapsed_s = time.monotonic() - written_at
 
         snapshot = monitor.state.snapshot()
         assert [v["documents"] for v in snapshot["queue"]] == [["u1"]]
         assert snapshot["recent_detections"][0]["source"] == "stream"
+        # Seen by the stream between sweeps (the next is an hour away); how
+        # soon is measured by benchmarks/latency.py, not asserted here.
         assert snapshot["counts"]["sweeps"] == 1
-        assert elapsed_s < 1.0
 
 
 async def test_fix_applies_backs_up_and_rolls_back(db: Any, mongo_uri: str) -> None:
