@@ -542,18 +542,26 @@
     return added;
   }
 
+  // A table cell that also carries its column's name, which the phone
+  // layout shows beside the value once the header row is hidden.
+  function cell(label, className, content) {
+    const node = el("td", className, content);
+    if (label) node.dataset.label = label;
+    return node;
+  }
+
   function renderRules(snapshot) {
     const rows = snapshot.rules.map((rule) =>
       el(
         "tr",
         null,
-        el("td", "rule-name", rule.name),
-        el("td", null, rule.kind),
-        el("td", "mono", rule.collection),
-        el("td", null, el("span", `tag ${rule.mode === "fix" ? "tag-ok" : rule.mode === "dry_run" ? "tag-sim" : ""}`, rule.mode === "dry_run" ? "dry run" : rule.mode)),
-        el("td", "num", count(rule.open)),
-        el("td", "num", count(rule.fixed)),
-        el("td", null, ago(rule.last_seen)),
+        cell(null, "rule-name", rule.name),
+        cell("Kind", null, rule.kind),
+        cell("Collection", "mono", rule.collection),
+        cell(null, "rule-mode", el("span", `tag ${rule.mode === "fix" ? "tag-ok" : rule.mode === "dry_run" ? "tag-sim" : ""}`, rule.mode === "dry_run" ? "dry run" : rule.mode)),
+        cell("Open", "num", count(rule.open)),
+        cell("Fixed", "num", count(rule.fixed)),
+        cell("Last seen", null, ago(rule.last_seen)),
       ),
     );
     byId("rules").tBodies[0].replaceChildren(...rows);
