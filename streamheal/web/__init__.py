@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from streamheal.monitor import Monitor
 
 
-__all__ = ["TOKEN_HEADER", "bind_dashboard", "create_app", "resolve_token", "serve"]
+__all__ = [
+    "LOOPBACK_HOSTS",
+    "TOKEN_HEADER",
+    "bind_dashboard",
+    "create_app",
+    "resolve_token",
+    "serve",
+]
 
 TOKEN_ENV = "STREAMHEAL_TOKEN"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -76,7 +83,8 @@ async def serve(
     and closes the socket. `monitor.dashboard_url` says where it listens.
     """
     settings = monitor.settings.dashboard
-    if settings.host not in LOOPBACK_HOSTS:
+    loopback = settings.host in LOOPBACK_HOSTS
+    if not loopback:
         monitor.events.warning(
             "dashboard_exposed",
             host=settings.host,
@@ -86,7 +94,13 @@ async def serve(
     if listening is None:
         listening = bind_dashboard(settings.host, settings.port)
     listening.setblocking(False)
-    app = create_app(monitor, monitor.token, shutdown=stop)
+    # Bound to loopback, only loopback names may reach it (DNS rebinding).
+    app = create_app(
+        monitor,
+        monitor.token,
+        shutdown=stop,
+        allowed_hosts=LOOPBACK_HOSTS if loopback else None,
+    )
     config = Config()
     config.accesslog = None
     config.errorlog = None

@@ -8,12 +8,14 @@ Actions that change anything need the token.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
-from quart import Quart, Response, jsonify, websocket
+from quart import Quart, Response, jsonify, request, websocket
 
 from streamheal.errors import FixError
 from streamheal.fixer import rollback_fix
@@ -48,13 +50,41 @@ SECURITY_HEADERS = {
 }
 
 
+def is_same_origin(origin: str | None, host: str) -> bool:
+    """Whether a browser's `Origin` names this server, or no browser sent one.
+
+    Browsers apply no CORS to websockets: without this check any page the
+    user has open could read the live state from `/ws`.
+    """
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def is_allowed_host(host: str, allowed_hosts: Collection[str] | None) -> bool:
+    """Whether the `Host` header names an address the dashboard listens as.
+
+    A dashboard bound to loopback refuses other names, so that a web page
+    whose domain was re-pointed at 127.0.0.1 (DNS rebinding) reads nothing.
+    """
+    if allowed_hosts is None:
+        return True
+    return urlsplit(f"//{host}").hostname in allowed_hosts
+
+
 def create_app(
-    monitor: Monitor, token: str, shutdown: asyncio.Event | None = None
+    monitor: Monitor,
+    token: str,
+    shutdown: asyncio.Event | None = None,
+    *,
+    allowed_hosts: Collection[str] | None = None,
 ) -> Quart:
     """The app for one monitor; `token` guards every action.
 
     Setting `shutdown` ends the websocket pushes, so that a stopping server
-    closes them at once instead of waiting out its graceful timeout.
+    closes them at once instead of waiting out its graceful timeout. With
+    `allowed_hosts`, requests naming another host in `Host` are refused;
+    requests from another origin are always refused.
     """
     # The paths are given because Flask's search for them fails on a
     # namespace package, which `streamheal` is.
@@ -69,6 +99,21 @@ def create_app(
     stopping = shutdown or asyncio.Event()
     registry = state_registry(monitor.state)
     audit = ActionAudit(monitor, token)
+
+    def refusal(origin: str | None, host: str) -> tuple[Response, int] | None:
+        if not is_allowed_host(host, allowed_hosts):
+            return jsonify({"error": f"Host {host!r} is not served here."}), 421
+        if not is_same_origin(origin, host):
+            return jsonify({"error": "Requests from other origins are refused."}), 403
+        return None
+
+    @app.before_request
+    async def refuse_other_sites() -> tuple[Response, int] | None:
+        return refusal(request.headers.get("Origin"), request.host)
+
+    @app.before_websocket
+    async def refuse_other_sites_websocket() -> tuple[Response, int] | None:
+        return refusal(websocket.headers.get("Origin"), websocket.host)
 
     @app.after_request
     async def add_security_headers(response: Response) -> Response:

@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 from quart import Quart
+from quart.testing import WebsocketResponseError
 from structlog.testing import capture_logs
 
 from streamheal.config import redact_uri
 from streamheal.fixer import EntryStatus
 from streamheal.monitor import Monitor
-from streamheal.web import TOKEN_HEADER, create_app
+from streamheal.web import LOOPBACK_HOSTS, TOKEN_HEADER, create_app
 from streamheal.web._actions import ACTIONS
 from tests.helpers import TEST_TOKEN, running_monitor, settings_for, wait_for_state
 
@@ -325,3 +326,61 @@ class TestStateAndHealth:
 
             assert "admin:***@db.example.com" in bodies[1]
             assert not [body for body in bodies if "s3cret-pw" in body]
+
+
+class TestOtherSitesAreRefused:
+    """A page on another site must not read the state, nor reach the actions."""
+
+    async def test_websocket_from_another_origin_is_refused(
+        self, db: Any, mongo_uri: str
+    ) -> None:
+        settings = settings_for(db.name, DETECT_USERS, FAST)
+        async with running_monitor(mongo_uri, settings) as monitor:
+            client = app_for(monitor).test_client()
+            with pytest.raises(WebsocketResponseError) as refused:
+                async with client.websocket(
+                    "/ws", headers={"Origin": "https://evil.example"}
+                ) as socket:
+                    await socket.receive()
+            async with client.websocket(
+                "/ws", headers={"Origin": "http://localhost"}
+            ) as socket:
+                same_origin = json.loads(await socket.receive())
+
+            assert refused.value.response.status_code == 403
+            assert same_origin["counts"]["detected"] == 0
+
+    async def test_a_post_from_another_origin_is_refused_even_with_the_token(
+        self, db: Any, mongo_uri: str
+    ) -> None:
+        settings = settings_for(db.name, DETECT_USERS, FAST)
+        async with running_monitor(mongo_uri, settings) as monitor:
+            client = app_for(monitor).test_client()
+            response = await client.post(
+                "/api/fixer/pause",
+                headers={**AUTHORISED, "Origin": "null"},
+            )
+
+            assert response.status_code == 403
+            assert monitor.state.snapshot()["fixer"]["paused"] is False
+
+    @pytest.mark.parametrize(
+        ("host", "status"),
+        [
+            ("127.0.0.1:5000", 200),
+            ("localhost:5000", 200),
+            ("[::1]:5000", 200),
+            ("rebound.example:5000", 421),
+        ],
+    )
+    async def test_a_loopback_dashboard_answers_only_to_loopback_names(
+        self, db: Any, mongo_uri: str, host: str, status: int
+    ) -> None:
+        settings = settings_for(db.name, DETECT_USERS, FAST)
+        async with running_monitor(mongo_uri, settings) as monitor:
+            app = create_app(monitor, TEST_TOKEN, allowed_hosts=LOOPBACK_HOSTS)
+            response = await app.test_client().get(
+                "/api/state", headers={"Host": host}
+            )
+
+            assert response.status_code == status
