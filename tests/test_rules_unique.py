@@ -47,7 +47,7 @@ class TestSweep:
         found = [v async for v in rule.sweep(db)]
 
         assert [(v.subject, v.documents, v.key) for v in found] == [
-            ('{"k0":"a@x"}', (1, 3), {"k0": "a@x"})
+            ('{"k0":"a@x"}', (1, 3), {"email": "a@x"})
         ]
         assert found[0].description == '2 documents share email="a@x"'
         assert found[0].severity.value == "high"
@@ -93,10 +93,18 @@ class TestSweep:
 """
         )
 
-        assert await swept(rule, db) == {
+        found = [v async for v in rule.sweep(db)]
+
+        assert {v.subject: v.documents for v in found} == {
             '{"k0":"n","k1":"c"}': (1, 2),
             '{"k0":"n","k1":null}': (3, 4),
         }
+        assert sorted(
+            [v.key for v in found], key=lambda key: str(key["address.city"])
+        ) == [
+            {"name": "n", "address.city": None},
+            {"name": "n", "address.city": "c"},
+        ]
 
     @pytest.mark.parametrize(
         ("keep", "expected"),

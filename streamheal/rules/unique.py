@@ -176,12 +176,16 @@ class UniqueRule(Rule):
             f"{path}={to_json_text(group_key[slot])}"
             for slot, path in zip(self._slots(), self.spec.keys, strict=True)
         )
+        by_field = {
+            path: group_key[slot]
+            for slot, path in zip(self._slots(), self.spec.keys, strict=True)
+        }
         documents = row["documents"]
         description = f"{len(documents)} documents share {shared}"
         return self.make_violation(
             to_json_text(group_key),
             documents,
-            to_json_value(group_key),
+            to_json_value(by_field),
             description,
             group_key=group_key,
         )
