@@ -373,6 +373,64 @@ def test_is_covered_by_needs_the_keys_as_a_prefix(
     assert is_covered_by(index_key, keys, sort_fields) is expected
 
 
+EQUALITY_COVERAGE = [
+    pytest.param(
+        {"b": 1, "a": -1, "c": 1},
+        (("a", 1), ("b", 1), ("c", 1)),
+        (),
+        2,
+        True,
+        id="equality-prefix-in-any-order",
+    ),
+    pytest.param(
+        {"a": 1, "c": 1, "b": 1},
+        (("a", 1), ("b", 1), ("c", 1)),
+        (),
+        2,
+        False,
+        id="range-field-inside-the-equality-prefix",
+    ),
+    pytest.param(
+        {"b": 1, "a": 1, "s": 1},
+        (("a", 1), ("b", 1), ("s", -1)),
+        ("s",),
+        2,
+        True,
+        id="sort-after-the-prefix-walked-backwards",
+    ),
+    pytest.param(
+        {"b": 1, "s": -1, "a": 1},
+        (("a", 1), ("b", 1), ("s", -1)),
+        ("s",),
+        2,
+        False,
+        id="sort-field-inside-the-equality-prefix",
+    ),
+    pytest.param(
+        {"b": "text", "a": 1},
+        (("a", 1), ("b", 1)),
+        (),
+        2,
+        False,
+        id="text-index-in-the-equality-prefix",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("index_key", "keys", "sort_fields", "equality_count", "expected"),
+    EQUALITY_COVERAGE,
+)
+def test_is_covered_by_takes_equality_fields_in_any_order(
+    index_key: dict[str, Any],
+    keys: tuple[tuple[str, int], ...],
+    sort_fields: tuple[str, ...],
+    equality_count: int,
+    expected: bool,
+) -> None:
+    assert is_covered_by(index_key, keys, sort_fields, equality_count) is expected
+
+
 def test_shape_stats_sum_what_the_profiler_gives() -> None:
     stats = ShapeStats()
     stats.add({"millis": 10, "docsExamined": 5})
@@ -485,13 +543,32 @@ async def test_recommend_plan_changes_nothing(db: Any, profiling: None) -> None:
 async def test_no_index_is_planned_when_one_covers_it(db: Any, profiling: None) -> None:
     await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
     await run_finds(db)
-    # Walked backwards, this index serves the descending sort on age.
-    await db.users.create_index([("age", 1), ("user", 1), ("name", 1)], name="by_age")
     rule = make_rule(RULE + "    fix: create_index\n")
     [violation] = [v async for v in rule.sweep(db)]
+    # Built after the sweep saw the shape: the plan is the last to look.
+    # Walked backwards, this index serves the descending sort on age.
+    await db.users.create_index([("age", 1), ("user", 1), ("name", 1)], name="by_age")
 
     with pytest.raises(FixError, match="Index 'by_age' of collection users already"):
         await rule.plan_fix(db, violation)
+
+
+async def test_a_shape_an_index_serves_is_no_longer_a_violation(
+    db: Any, profiling: None
+) -> None:
+    await db.users.insert_many([{"_id": 1, "user": 1, "age": 1}])
+    await db.users.find({"user": 1, "age": 1}).to_list()
+    await db.users.find({"user": 2, "age": 3}).to_list()
+    rule = make_rule(RULE)
+    [violation] = [v async for v in rule.sweep(db)]
+    assert violation.details["recommended_index"] == [["age", 1], ["user", 1]]
+    assert violation.details["equality_fields"] == 2
+
+    # The same two equality fields, in the other order: the server uses it.
+    await db.users.create_index([("user", 1), ("age", 1)], name="by_user_age")
+
+    assert [v async for v in rule.sweep(db)] == []
+    assert await rule.recheck(db, violation) is None
 
 
 async def test_a_shape_no_index_serves_is_not_planned(db: Any, profiling: None) -> None:

@@ -159,6 +159,17 @@ class TestPollOnce:
             f'{db.name}.users query/find filter={{"user":"?"}}': 2
         }
 
+    async def test_shapes_an_existing_index_serves_are_not_reported(
+        self, db: Any, watcher: ProfilerWatcher
+    ) -> None:
+        await db.users.create_index([("user", 1)])
+        await db.users.find({"user": 5}).to_list()
+        await db.users.find({"age": 1}).to_list()
+
+        found = await watcher.poll_once()
+
+        assert counts(found) == {f'{db.name}.users query/find filter={{"age":"?"}}': 1}
+
     async def test_ignores_its_own_commands(
         self, db: Any, watcher: ProfilerWatcher
     ) -> None:

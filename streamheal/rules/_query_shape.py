@@ -225,24 +225,44 @@ def recommend_index(shape: QueryShape) -> IndexKeys:
     return tuple(keys)
 
 
-def is_covered_by(
-    index_key: Mapping[str, Any], keys: IndexKeys, sort_fields: Sequence[str] = ()
-) -> bool:
-    """Whether an index's key pattern starts with `keys`, in order.
+def equality_count_of(shape: QueryShape) -> int:
+    """How many of the recommended index's leading fields are equality fields."""
+    equality, _ = _classify_fields(shape.filter, is_sorted=bool(shape.sort))
+    return len(equality)
 
-    Directions matter only for the sort fields, and there an index walked
-    backwards serves too: all of them must agree with the index, or all be
-    its opposite. Special index types (text, hashed, 2dsphere) never cover.
+
+def is_covered_by(
+    index_key: Mapping[str, Any],
+    keys: IndexKeys,
+    sort_fields: Sequence[str] = (),
+    equality_count: int = 0,
+) -> bool:
+    """Whether an index's key pattern starts with `keys`.
+
+    The first `equality_count` keys are equality fields: the server does not
+    care in which order the index holds them, so they may come in any order
+    within that prefix. The rest must follow in order. Directions matter only
+    for the sort fields, and there an index walked backwards serves too: all
+    of them must agree with the index, or all be its opposite. Special index
+    types (text, hashed, 2dsphere) never cover.
     """
     pattern = list(index_key.items())[: len(keys)]
     if len(pattern) < len(keys):
         return False
 
+    equality = {name for name, _ in keys[:equality_count]}
+    if equality != {name for name, _ in pattern[:equality_count]}:
+        return False
+
     forward = backward = True
-    for (name, direction), (index_name, index_direction) in zip(
-        keys, pattern, strict=True
+    for position, ((name, direction), (index_name, index_direction)) in enumerate(
+        zip(keys, pattern, strict=True)
     ):
-        if name != index_name or not _is_direction(index_direction):
+        if not _is_direction(index_direction):
+            return False
+        if position < equality_count:
+            continue
+        if name != index_name:
             return False
         if name in sort_fields:
             index_sign = 1 if index_direction > 0 else -1

@@ -31,6 +31,7 @@ from streamheal.rules._base import (
 from streamheal.rules._query_shape import (
     IndexKeys,
     QueryShape,
+    equality_count_of,
     is_covered_by,
     is_ignored,
     recommend_index,
@@ -153,14 +154,36 @@ class SlowQueryRule(Rule):
                 "docs_examined": stats.docs_examined,
                 "returned": stats.returned,
                 "recommended_index": [[name, direction] for name, direction in index],
+                "equality_fields": equality_count_of(shape),
             },
         )
 
+    async def is_served(self, db: Database, violation: Violation) -> bool:
+        """Whether an existing index already serves the shape's recommendation.
+
+        Then the advice has been taken (by streamheal's own `create_index` or
+        by a person), and the shape's old profile entries describe a past
+        that the index has since changed: the violation no longer holds.
+        """
+        keys = index_keys_of(violation)
+        if not keys:
+            return False
+        covering = await find_covering_index(
+            db,
+            violation.collection,
+            keys,
+            sort_fields_of(violation),
+            equality_count=int(violation.details.get("equality_fields", 0)),
+        )
+        return covering is not None
+
     async def sweep(self, db: Database) -> AsyncIterator[Violation]:
-        """Every slow shape in the whole of `system.profile`."""
+        """Every slow shape in the whole of `system.profile` that no index serves."""
         found = await self._collect(db, {})
         for shape, stats in found.values():
-            yield self.violation_for(shape, stats)
+            violation = self.violation_for(shape, stats)
+            if not await self.is_served(db, violation):
+                yield violation
 
     async def check_writes(
         self, db: Database, writes: Sequence[Write]
@@ -179,7 +202,10 @@ class SlowQueryRule(Rule):
         found = await self._collect(db, {"ns": namespace} if namespace else {})
         if violation.subject not in found:
             return None
-        return self.violation_for(*found[violation.subject])
+        current = self.violation_for(*found[violation.subject])
+        if await self.is_served(db, current):
+            return None
+        return current
 
     async def plan_fix(self, db: Database, violation: Violation) -> FixPlan:
         """Recommend or create the index, unless an existing one covers it."""
@@ -190,10 +216,13 @@ class SlowQueryRule(Rule):
                 "equality, sort or range field an index could use."
             )
 
-        sort = (
-            violation.key.get("sort", {}) if isinstance(violation.key, Mapping) else {}
+        covering = await find_covering_index(
+            db,
+            violation.collection,
+            keys,
+            sort_fields_of(violation),
+            equality_count=int(violation.details.get("equality_fields", 0)),
         )
-        covering = await find_covering_index(db, violation.collection, keys, list(sort))
         if covering is not None:
             raise FixError(
                 f"Index {covering!r} of collection {violation.collection} already "
@@ -226,7 +255,12 @@ def read_profile(db: Database, query: Mapping[str, Any]) -> AsyncIterator[Docume
 
 
 async def find_covering_index(
-    db: Database, collection: str, keys: IndexKeys, sort_fields: Sequence[str]
+    db: Database,
+    collection: str,
+    keys: IndexKeys,
+    sort_fields: Sequence[str],
+    *,
+    equality_count: int = 0,
 ) -> str | None:
     """The name of an existing index that already serves `keys`, if any.
 
@@ -237,7 +271,7 @@ async def find_covering_index(
     async for index in cursor:
         if index.get("hidden") or "partialFilterExpression" in index:
             continue
-        if is_covered_by(index["key"], keys, sort_fields):
+        if is_covered_by(index["key"], keys, sort_fields, equality_count):
             return str(index["name"])
     return None
 
@@ -246,6 +280,13 @@ def index_keys_of(violation: Violation) -> IndexKeys:
     """The recommended index of a violation, back from its JSON form."""
     pairs = violation.details.get("recommended_index") or []
     return tuple((str(name), int(direction)) for name, direction in pairs)
+
+
+def sort_fields_of(violation: Violation) -> list[str]:
+    """The sort fields of a violation's query shape, in order."""
+    key = violation.key if isinstance(violation.key, Mapping) else {}
+    sort = key.get("sort")
+    return list(sort) if isinstance(sort, Mapping) else []
 
 
 def format_keys(keys: IndexKeys) -> str:

@@ -176,11 +176,16 @@ class ProfilerWatcher:
 
         if read:
             self.events.debug("profile_entries_read", entries=read, shapes=len(changed))
-        return [
-            self._violation(shape_id)
-            for shape_id in changed
-            if shape_id in self._shapes
-        ]
+        # A shape whose index now exists is not reported, as the sweep does not.
+        found: list[Violation] = []
+        for shape_id in changed:
+            if shape_id not in self._shapes:
+                continue
+            rule = self._shapes[shape_id][0]
+            violation = self._violation(shape_id)
+            if not await rule.is_served(self.db, violation):
+                found.append(violation)
+        return found
 
     async def run(self, report: Reporter, stop: asyncio.Event) -> None:
         """Poll, report what changed, wait; until `stop` is set or cancelled.
