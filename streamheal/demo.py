@@ -20,7 +20,8 @@ from pymongo.errors import PyMongoError
 from streamheal.config import Settings
 
 
-DEMO_RULES = Path(__file__).resolve().parent.parent / "rules.yaml"
+# The root rules.yaml, linked into the package so an installed streamheal has it.
+DEMO_RULES = Path(__file__).resolve().parent / "demo.rules.yaml"
 TRAFFIC_INTERVAL_S = 1.5
 SEED = 7
 USERS = 300

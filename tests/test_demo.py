@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from tests.process import StreamhealProcess, get_json
@@ -39,3 +41,19 @@ async def test_demo_serves_state_with_violations_appearing(tmp_path: Path) -> No
     finally:
         code = await demo.stop()
     assert code == 0
+
+
+def test_an_installed_package_carries_the_demo_rules(tmp_path: Path) -> None:
+    """A wheel holds the root rules.yaml, so `streamheal demo` runs when installed."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+         "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    [wheel] = tmp_path.glob("streamheal-*.whl")
+
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = archive.read("streamheal/demo.rules.yaml")
+
+    assert packaged == (ROOT / "rules.yaml").read_bytes()
