@@ -47,12 +47,22 @@ async def test_run_detects_fixes_and_rolls_back(
         detected = await streamheal.wait_for("violation_detected")
         state = await get_json(started["url"] + "api/state")
         fixed = await streamheal.wait_for("fix_applied")
+        # The state records the fix before the fix_applied line is logged.
+        after_fix = await get_json(started["url"] + "api/state")
         code = await streamheal.stop()
 
     assert detected["document_id"] == "o1"
     assert detected["source"] == "stream"
     assert state["counts"]["detected"] == 1
     assert state["recent_detections"][0]["documents"] == ["o1"]
+    assert after_fix["counts"]["fixed"] == 1
+    assert after_fix["counts"]["in_queue"] == 0
+    [record] = after_fix["recent_fixes"]
+    assert (record["_id"], record["rule"], record["status"]) == (
+        fixed["fix_id"],
+        "orders_need_status",
+        "applied",
+    )
     assert code == 0
     assert await db.orders.find_one({"_id": "o1"}) == {
         "_id": "o1",
