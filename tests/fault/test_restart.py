@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.fault._support import applied_fixes_by_document
+from tests.fault._support import applied_fixes_by_document, observed_monitor
+from tests.helpers import settings_for, wait_for_state
 from tests.process import StreamhealProcess, streamheal_run
 
 
@@ -133,3 +134,46 @@ async def test_killed_streamheal_misses_nothing_and_fixes_nothing_twice(
     assert await db.users.count_documents({"email": "unknown@example.com"}) == len(
         writer.bad
     )
+
+
+DETECT_RULES = """
+  - name: users_need_email
+    kind: required
+    collection: users
+    fields: [email]
+    mode: detect
+"""
+
+
+async def test_the_stream_resumes_from_the_stored_token(
+    db: Any, mongo_uri: str
+) -> None:
+    """Writes made while streamheal was stopped arrive through the stream itself.
+
+    The start-up sweep would find their violations too, so the test counts
+    the writes the stream handled: exactly those made while it was stopped,
+    neither fewer (started from now) nor more (started from the beginning).
+    """
+    settings = settings_for(db.name, DETECT_RULES, "  sweep_interval: 1h")
+    async with observed_monitor(mongo_uri, settings) as first:
+        await db.users.insert_one({"_id": "before", "email": "a@b"})
+        await wait_for_state(first, lambda state: state.stream_batches == 1)
+    stored = await db.streamheal_state.find_one({"_id": f"stream:{db.name}"})
+
+    await db.users.insert_many(
+        [{"_id": "bad1"}, {"_id": "good1", "email": "c@d"}, {"_id": "bad2"}]
+    )
+
+    async with observed_monitor(mongo_uri, settings) as second:
+        await wait_for_state(
+            second,
+            lambda state: (
+                state.write_batch_sizes.total >= 3 and state.detected_total == 2
+            ),
+        )
+        handled = second.state.write_batch_sizes.total
+        queued = sorted(entry.violation.documents[0] for entry in second.queue)
+
+    assert stored is not None and stored["resume_token"] is not None
+    assert handled == 3
+    assert queued == ["bad1", "bad2"]
