@@ -37,6 +37,39 @@ async def test_sweep_finds_absent_null_and_empty(db: Any) -> None:
     assert found == {2: ["email"], 3: ["email"], 4: ["email", "name"]}
 
 
+ARRAYS = [
+    {"_id": "tags-with-an-empty-element", "tags": ["a", ""], "a": {"b": 1}},
+    {"_id": "tags-empty-array", "tags": [], "a": {"b": 1}},
+    {"_id": "tags-of-null", "tags": [None], "a": {"b": 1}},
+    {"_id": "b-in-one-element", "tags": "t", "a": [{"b": 1}, {}]},
+    {"_id": "b-in-no-element", "tags": "t", "a": [{}]},
+    {"_id": "b-null-in-every-element", "tags": "t", "a": [{"b": None}]},
+    {"_id": "b-empty-then-set", "tags": "t", "a": [{"b": ""}, {"b": "q"}]},
+    {"_id": "b-empty-in-every-element", "tags": "t", "a": [{"b": ""}]},
+    {"_id": "b-zero-and-false", "tags": 0, "a": [{"b": False}]},
+]
+
+
+async def test_a_value_anywhere_along_an_array_path_is_present(db: Any) -> None:
+    """A field is missing only when every value at its path is absent, null or empty."""
+    await db.things.insert_many(ARRAYS)
+    rule = make_rule(
+        "  - {name: r, kind: required, collection: things, fields: [tags, a.b]}\n"
+    )
+
+    found = {v.documents[0]: v.key async for v in rule.sweep(db)}
+    ids = [document["_id"] for document in ARRAYS]
+    checked = {v.documents[0]: v.key for v in await rule.check_ids(db, ids)}
+
+    expected = {
+        "b-in-no-element": ["a.b"],
+        "b-null-in-every-element": ["a.b"],
+        "b-empty-in-every-element": ["a.b"],
+    }
+    assert found == expected
+    assert checked == expected
+
+
 async def test_write_check_agrees_with_sweep_for_written_ids(db: Any) -> None:
     await db.users.insert_many([{"_id": 1, "email": "a@x", "name": "A"}, {"_id": 2}])
     rule = make_rule(RULE)

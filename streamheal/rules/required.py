@@ -29,6 +29,30 @@ from streamheal.rules._document import (
 )
 
 
+# Every BSON type but null, undefined and string, as `$type` names them.
+PRESENT_TYPES = (
+    "double",
+    "object",
+    "array",
+    "binData",
+    "objectId",
+    "bool",
+    "date",
+    "regex",
+    "dbPointer",
+    "javascript",
+    "symbol",
+    "javascriptWithScope",
+    "int",
+    "timestamp",
+    "long",
+    "decimal",
+    "minKey",
+    "maxKey",
+)
+NON_EMPTY_STRING = r"[\s\S]"
+
+
 class RequiredSpec(RuleSpec):
     kind: Literal["required"]
     fields: list[str] = Field(min_length=1)
@@ -66,9 +90,26 @@ class RequiredRule(DocumentRule):
     def _missing_values(self) -> list[Any]:
         return [None, ""] if self.spec.empty_is_missing else [None]
 
+    def _present(self, name: str) -> dict[str, Any]:
+        """A filter for documents that hold a value at `name` that is not missing.
+
+        Written with positive conditions only, because a query condition on a
+        path through arrays holds when any one value meets it: `["a", ""]` or
+        `[{b: 1}, {}]` has a value, though `{$in: [null, ""]}` matches it too.
+        An array at the end of the path is a value, even an empty one.
+        """
+        types = list(PRESENT_TYPES)
+        if not self.spec.empty_is_missing:
+            return {name: {"$type": [*types, "string"]}}
+        return {
+            "$or": [
+                {name: {"$type": types}},
+                {name: {"$regex": NON_EMPTY_STRING}},
+            ]
+        }
+
     def pipeline(self) -> list[dict[str, Any]]:
-        missing = self._missing_values()
-        conditions = [{name: {"$in": missing}} for name in self.spec.fields]
+        conditions = [{"$nor": [self._present(name)]} for name in self.spec.fields]
         projection = {name: 1 for name in self.spec.fields}
         return [{"$match": {"$or": conditions}}, {"$project": projection}]
 
