@@ -31,6 +31,18 @@ SECONDS_PER_MINUTE = 60
 # Upper bounds of the per-write check batch-size histogram, in writes.
 BATCH_SIZE_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 CHART_SERIES = ("detected", "fixed", "simulated")
+# Every status the fixer reports in `fixer_status`. "simulating" is a dry run
+# in progress, which writes nothing, so it is not "fixing".
+FIXER_STATUSES = (
+    "idle",
+    "fixing",
+    "simulating",
+    "waiting",
+    "paused",
+    "waiting for approval",
+    "auto-fix off",
+    "stopped",
+)
 
 
 def iso_time(timestamp: float) -> str:
@@ -161,7 +173,7 @@ class MonitorState:
     last_event_at: float | None = None
     stream_lag_s: float | None = None
     resume_token_saved_at: float | None = None
-    fixer_status: str = "idle"
+    fixer_status: str = "idle"  # one of FIXER_STATUSES
     paused: bool = False
     current_fix: dict[str, Any] | None = None
     history_lost: int = 0

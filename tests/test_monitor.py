@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamheal.fixer import BACKUPS, FIXES, rollback_fix
+from structlog.testing import capture_logs
+
+from streamheal.fixer import BACKUPS, FIXES, EntryStatus, rollback_fix
 from tests.helpers import running_monitor, settings_for, wait_for_state
 
 
@@ -16,6 +18,16 @@ REQUIRED_FIX = """
     fix: set_default
     defaults: {email: unknown@example.com}
     mode: fix
+"""
+ALLOWED_DRY_RUN = """
+  - name: order_status_is_known
+    kind: allowed
+    collection: orders
+    field: status
+    values: [pending, paid]
+    fix: set_default
+    default: pending
+    mode: dry_run
 """
 FAST = "  fix_delay: 0\n  sweep_interval: 1h"
 
@@ -103,4 +115,48 @@ async def test_dry_run_changes_nothing_and_simulates_once(
             "email": "unknown@example.com",
         }
     assert await db.users.find({}).to_list() == [{"_id": "u1", "name": "x"}]
+    assert await db[BACKUPS].count_documents({}) == 0
+
+
+async def test_dry_run_is_simulated_again_only_when_the_data_changes(
+    db: Any, mongo_uri: str
+) -> None:
+    """An unchanged re-detection is not simulated; a new bad value is, once."""
+    settings = settings_for(db.name, ALLOWED_DRY_RUN, FAST)
+    await db.orders.insert_one({"_id": "o1", "status": "bogus"})
+    with capture_logs() as logs:
+        async with running_monitor(mongo_uri, settings) as monitor:
+            await wait_for_state(monitor, lambda state: state.simulated_total == 1)
+            (entry,) = list(monitor.queue)
+
+            await monitor.sweeper.sweep_all()
+
+            assert entry.seen_count == 2
+            assert entry.status is EntryStatus.SIMULATED
+            assert monitor.state.simulated_total == 1
+
+            await db.orders.update_one({"_id": "o1"}, {"$set": {"status": "weird"}})
+            await wait_for_state(monitor, lambda state: state.simulated_total == 2)
+
+            assert entry.status is EntryStatus.SIMULATED
+            shown = monitor.state.snapshot()["recent_fixes"][0]
+
+    # The fixer planned twice: once per value, never for the unchanged sweep.
+    plans = [
+        log
+        for log in logs
+        if log["event"] == "fix_step_started" and log["step"] == "plan"
+    ]
+    assert len(plans) == 2
+    records = await db[FIXES].find({}).sort("_id", 1).to_list()
+    assert [record["status"] for record in records] == ["dry_run", "dry_run"]
+    assert [record["operations"][0]["before"] for record in records] == [
+        {"_id": "o1", "status": "bogus"},
+        {"_id": "o1", "status": "weird"},
+    ]
+    assert records[1]["operations"][0]["after"] == {"_id": "o1", "status": "pending"}
+    # The dashboard's "last planned change" is the new plan.
+    assert shown["_id"] == str(records[1]["_id"])
+    assert shown["operations"][0]["before"] == {"_id": "o1", "status": "weird"}
+    assert await db.orders.find({}).to_list() == [{"_id": "o1", "status": "weird"}]
     assert await db[BACKUPS].count_documents({}) == 0

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from streamheal.fixer import EntryStatus, Offer, ViolationQueue
+from streamheal.fixer import EntryStatus, Offer, QueueEntry, ViolationQueue
 from streamheal.rules import Severity, Violation
 
 
 def violation(
-    subject: str, severity: Severity = Severity.MEDIUM, rule: str = "r"
+    subject: str,
+    severity: Severity = Severity.MEDIUM,
+    rule: str = "r",
+    key: object = None,
+    description: str = "missing",
 ) -> Violation:
     return Violation(
-        rule, "required", "c", severity, subject, (subject,), [], "missing"
+        rule, "required", "c", severity, subject, (subject,), key, description
     )
 
 
@@ -112,3 +116,145 @@ class TestReadiness:
         assert queue.next_ready({"r"}, now=19.0) is None
         assert queue.next_ready({"r"}, now=20.0) is entry
         assert queue.next_retry_at({"r"}) == 20.0
+
+
+class TestDeferredRecount:
+    """A sweep of a rule forgets that rule's deferred violations it did not find."""
+
+    def test_deferred_violations_the_sweep_did_not_find_are_forgotten(
+        self,
+    ) -> None:
+        queue = ViolationQueue(1)
+        queue.offer(violation("queued"), "sweep", now=1.0)
+        for subject in ["fixed", "still-bad", "also-fixed"]:
+            queue.offer(violation(subject), "sweep", now=2.0)
+        queue.offer(violation("other-rule", rule="other"), "sweep", now=2.0)
+        assert queue.deferred_count == 4
+
+        # The next sweep of "r" starts at 10.0 and finds only these two again.
+        sweep_started = 10.0
+        queue.offer(violation("queued"), "sweep", now=11.0)
+        queue.offer(violation("still-bad"), "sweep", now=11.0)
+        seen = {violation("queued").id, violation("still-bad").id}
+        forgotten = queue.forget_deferred_unseen("r", seen, sweep_started)
+
+        assert forgotten == 2
+        assert queue.deferred_ids() == {
+            violation("still-bad").id,
+            violation("other-rule", rule="other").id,
+        }
+        assert queue.deferred_count == 2
+
+    def test_a_violation_the_stream_deferred_during_the_sweep_is_kept(
+        self,
+    ) -> None:
+        queue = ViolationQueue(1)
+        queue.offer(violation("queued"), "sweep", now=1.0)
+        queue.offer(violation("old"), "sweep", now=2.0)
+
+        sweep_started = 10.0
+        queue.offer(violation("written-mid-sweep"), "stream", now=10.5)
+        forgotten = queue.forget_deferred_unseen(
+            "r", {violation("queued").id}, sweep_started
+        )
+
+        assert forgotten == 1
+        assert queue.deferred_ids() == {violation("written-mid-sweep").id}
+
+    def test_a_deferred_violation_offered_again_before_the_sweep_is_forgotten(
+        self,
+    ) -> None:
+        """Only a sighting during the sweep counts, not one before it."""
+        queue = ViolationQueue(1)
+        queue.offer(violation("queued"), "sweep", now=1.0)
+        queue.offer(violation("gone"), "sweep", now=2.0)
+        queue.offer(violation("gone"), "stream", now=9.0)
+
+        forgotten = queue.forget_deferred_unseen("r", set(), since=10.0)
+
+        assert forgotten == 1
+        assert queue.deferred_count == 0
+
+
+class TestSeenAgainAfterADryRun:
+    """A simulated violation is simulated again only when its data changes."""
+
+    def simulated_entry(self, queue: ViolationQueue) -> QueueEntry:
+        queue.offer(violation("a", key="bogus"), "sweep", now=1.0)
+        entry = queue.next_ready({"r"}, now=1.0)
+        assert entry is not None
+        entry.status = EntryStatus.FIXING
+        entry.finish_dry_run(violation("a", key="bogus"), "plan-1")
+        assert entry.status is EntryStatus.SIMULATED
+        return entry
+
+    def test_the_same_violation_seen_again_stays_simulated(self) -> None:
+        queue = ViolationQueue(10)
+        entry = self.simulated_entry(queue)
+
+        outcome = queue.offer(violation("a", key="bogus"), "sweep", now=2.0)
+
+        assert outcome is Offer.UPDATED
+        assert entry.status is EntryStatus.SIMULATED
+        assert entry.seen_count == 2
+        assert queue.next_ready({"r"}, now=2.0) is None
+
+    def test_a_new_bad_value_puts_it_back_for_the_fixer(self) -> None:
+        queue = ViolationQueue(10)
+        entry = self.simulated_entry(queue)
+        changed = violation(
+            "a", key="weird", description='status is "weird"; it must be one of'
+        )
+
+        outcome = queue.offer(changed, "stream", now=2.0)
+
+        assert outcome is Offer.UPDATED
+        assert entry.status is EntryStatus.PENDING
+        assert entry.violation == changed
+        assert queue.next_ready({"r"}, now=2.0) is entry
+        # Until the fixer records the new plan, the old fingerprint stays.
+        assert entry.simulated_fingerprint == "plan-1"
+
+    def test_a_change_during_the_dry_run_sends_it_back_to_pending(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a", key="bogus"), "sweep", now=1.0)
+        entry = queue.next_ready({"r"}, now=1.0)
+        assert entry is not None
+        entry.status = EntryStatus.FIXING
+
+        # The stream sees a new value while the fixer is recording the old plan;
+        # a FIXING entry keeps its status when offered.
+        queue.offer(violation("a", key="weird"), "stream", now=2.0)
+        assert entry.status is EntryStatus.FIXING
+        entry.finish_dry_run(violation("a", key="bogus"), "plan-1")
+
+        assert entry.status is EntryStatus.PENDING
+        assert queue.next_ready({"r"}, now=2.0) is entry
+
+    def test_a_changed_skipped_violation_stays_skipped(self) -> None:
+        queue = ViolationQueue(10)
+        entry = self.simulated_entry(queue)
+        entry.status = EntryStatus.SKIPPED
+
+        queue.offer(violation("a", key="weird"), "stream", now=2.0)
+
+        assert entry.status is EntryStatus.SKIPPED
+
+    def test_a_changed_failed_violation_gets_its_attempts_afresh(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a", key="bogus"), "sweep", now=1.0)
+        entry = queue.get(violation("a").id)
+        assert entry is not None
+        entry.status = EntryStatus.FAILED
+        entry.attempts = 3
+        entry.retry_at = 50.0
+
+        queue.offer(violation("a", key="bogus"), "sweep", now=2.0)
+        assert entry.status is EntryStatus.FAILED
+        queue.offer(violation("a", key="weird"), "sweep", now=3.0)
+
+        assert (entry.status, entry.attempts, entry.retry_at) == (
+            EntryStatus.PENDING,
+            0,
+            0.0,
+        )

@@ -176,7 +176,7 @@ class Fixer:
         """Handle one queue entry; return whether it wrote or simulated a fix."""
         rule = self.rules[entry.violation.rule]
         entry.status = EntryStatus.FIXING
-        self._set_status("fixing")
+        self._set_status("simulating" if rule.mode == "dry_run" else "fixing")
         self.state.current_fix = {
             "violation": describe_violation(entry.violation),
             "step": "recheck",
@@ -258,17 +258,20 @@ class Fixer:
     async def _simulate(
         self, entry: QueueEntry, plan: FixPlan, fields: dict[str, Any]
     ) -> bool:
-        """Record exactly what a fix would do, and change nothing."""
+        """Record exactly what a fix would do, and change nothing.
+
+        A plan already recorded (same fingerprint: the same documents, before
+        and after) is not recorded again.
+        """
         if entry.simulated_fingerprint == plan.fingerprint:
-            entry.status = EntryStatus.SIMULATED
+            entry.finish_dry_run(plan.violation, plan.fingerprint)
             return False
 
         fix_id = self._fix_id = new_fix_id()
         record = audit_record(plan, fix_id, "dry_run", "dry_run")
         await self._step("audit")
         await self.db[FIXES].insert_one(record, comment=COMMENT)
-        entry.simulated_fingerprint = plan.fingerprint
-        entry.status = EntryStatus.SIMULATED
+        entry.finish_dry_run(plan.violation, plan.fingerprint)
         self.state.record_fix(record)
         self.events.info(
             "fix_simulated",

@@ -1,7 +1,8 @@
 """The one queue of open violations: ordered, de-duplicated, bounded.
 
 The queue is a view, not a store (design principle 5): what falls off the end
-is counted as deferred and comes back with the next sweep.
+is counted as deferred and comes back with the next sweep; a deferred
+violation that its rule's next sweep does not find is no longer counted.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from streamheal.rules import Violation
 
@@ -25,10 +27,36 @@ class EntryStatus(enum.StrEnum):
     SKIPPED = "skipped"  # a person said not to fix it
 
 
+# The statuses that wait for the data to change: a failed fix gets its
+# attempts afresh, a dry run is simulated again.
+WAITING_FOR_CHANGE = frozenset({EntryStatus.FAILED, EntryStatus.SIMULATED})
+
+
 class Offer(enum.StrEnum):
     ADDED = "added"
     UPDATED = "updated"
     DEFERRED = "deferred"
+
+
+def has_changed(before: Violation, after: Violation) -> bool:
+    """Whether a violation seen again was built from different data.
+
+    A violation's fields (its documents, key, description and details) are
+    all read from the data it is about, so any difference means the data
+    moved: a value rewritten, a document joining or leaving a duplicate group.
+    The test is cheap and can say "changed" when only a statistic moved (a
+    slow query's count); the fixer's plan fingerprint then decides whether a
+    dry run is recorded again, so such a change costs a re-plan, never a
+    second record of the same plan.
+    """
+    return before != after
+
+
+class Deferral(NamedTuple):
+    """A violation left out of the full queue: its rule, and when last offered."""
+
+    rule: str
+    deferred_at: float
 
 
 @dataclass
@@ -57,6 +85,19 @@ class QueueEntry:
     def order(self) -> tuple[int, float, int]:
         return (self.violation.severity.rank, self.first_seen, self.sequence)
 
+    def finish_dry_run(self, simulated: Violation, fingerprint: str) -> None:
+        """Mark the dry run of `simulated` done, unless the violation moved since.
+
+        While the dry run ran the entry was FIXING, which `offer` leaves alone;
+        a change it brought in meanwhile sends the entry back to PENDING, so
+        the new data is simulated too.
+        """
+        self.simulated_fingerprint = fingerprint
+        if has_changed(simulated, self.violation):
+            self.status = EntryStatus.PENDING
+        else:
+            self.status = EntryStatus.SIMULATED
+
 
 class ViolationQueue:
     """Open violations by id, served severity first, then oldest first."""
@@ -64,7 +105,7 @@ class ViolationQueue:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self._entries: dict[str, QueueEntry] = {}
-        self._deferred: set[str] = set()
+        self._deferred: dict[str, Deferral] = {}
         self._sequence = 0
         self._changed = asyncio.Event()
         # The most entries ever held at once: never more than max_size.
@@ -99,12 +140,13 @@ class ViolationQueue:
         if entry is not None:
             entry.last_seen = now
             entry.seen_count += 1
-            changed = violation != entry.violation
+            changed = has_changed(entry.violation, violation)
             entry.violation = violation
             if entry.status is EntryStatus.SKIPPED:
                 return Offer.UPDATED
-            if entry.status is EntryStatus.FAILED and changed:
-                # The data changed: the fix gets its attempts afresh.
+            if entry.status in WAITING_FOR_CHANGE and changed:
+                # The data changed: the fixer takes the entry again, with its
+                # attempts afresh.
                 entry.status = EntryStatus.PENDING
                 entry.attempts = 0
                 entry.retry_at = 0.0
@@ -112,11 +154,11 @@ class ViolationQueue:
             return Offer.UPDATED
 
         if len(self._entries) >= self.max_size:
-            self._deferred.add(violation.id)
+            self._deferred[violation.id] = Deferral(violation.rule, now)
             return Offer.DEFERRED
 
         self._sequence += 1
-        self._deferred.discard(violation.id)
+        self._deferred.pop(violation.id, None)
         self._entries[violation.id] = QueueEntry(
             violation, source, now, now, sequence=self._sequence
         )
@@ -126,18 +168,37 @@ class ViolationQueue:
 
     def remove(self, violation_id: str) -> QueueEntry | None:
         """Take a violation out: fixed, or no longer holding."""
-        self._deferred.discard(violation_id)
+        self._deferred.pop(violation_id, None)
         entry = self._entries.pop(violation_id, None)
         if entry is not None:
             self._changed.set()
         return entry
 
     def forget_deferred(self, violation_ids: Iterable[str]) -> None:
-        self._deferred.difference_update(violation_ids)
+        """Stop counting these violations as deferred: they no longer hold."""
+        for violation_id in violation_ids:
+            self._deferred.pop(violation_id, None)
 
-    def clear_deferred(self) -> None:
-        """A new sweep counts the deferred afresh."""
-        self._deferred.clear()
+    def forget_deferred_unseen(
+        self, rule: str, seen: Collection[str], since: float
+    ) -> int:
+        """End the rule's deferred violations that a sweep did not find again.
+
+        Call it when the rule's sweep, started at `since`, is done; `seen` is
+        every violation id it found. A violation deferred at or after `since`
+        was offered during the sweep (by the sweep itself or by the change
+        stream) and is kept. Returns how many were forgotten.
+        """
+        unseen = [
+            violation_id
+            for violation_id, deferral in self._deferred.items()
+            if deferral.rule == rule
+            and deferral.deferred_at < since
+            and violation_id not in seen
+        ]
+        self.forget_deferred(unseen)
+
+        return len(unseen)
 
     def entries_for(self, rule: str) -> list[QueueEntry]:
         return [

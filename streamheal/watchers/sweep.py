@@ -2,7 +2,8 @@
 
 Each rule's sweep runs in the server as an aggregation pipeline and streams
 its violations; nothing is loaded whole. A sweep also ends the violations
-that it no longer finds (unless they were seen again while it ran).
+that it no longer finds (unless they were seen again while it ran), queued
+or deferred.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ class Sweeper:
         return counts
 
     async def sweep_rule(self, rule: Rule) -> int:
-        """Sweep one rule, report in chunks, then end what it did not find."""
+        """Sweep one rule, report in chunks, then end what it did not find.
+
+        The deferred count is the sweep's to keep true: the queue only hears
+        of violations that hold, so a deferred one that stopped holding is
+        forgotten here, when its rule's sweep does not find it again.
+        """
         started = time.time()
         seen: set[str] = set()
         pending: list[Violation] = []
@@ -108,4 +114,15 @@ class Sweeper:
         if pending:
             await self.report(pending, "sweep")
         await self.finish_rule(rule, seen, started)
+
+        forgotten = self.state.queue.forget_deferred_unseen(rule.name, seen, started)
+        if forgotten:
+            self.events.debug(
+                "deferred_violations_forgotten",
+                rule=rule.name,
+                collection=rule.collection,
+                violations=forgotten,
+            )
+            self.state.touch()
+
         return len(seen)

@@ -24,6 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from streamheal.state import FIXER_STATUSES
+
 
 if TYPE_CHECKING:
     from streamheal.state import MonitorState
@@ -32,14 +34,7 @@ if TYPE_CHECKING:
 PREFIX = "streamheal"
 # Every status the fixer reports, so that a state's series exists (at 0)
 # before the fixer first enters it and alerts can be written against it.
-FIXER_STATES = (
-    "idle",
-    "fixing",
-    "waiting",
-    "paused",
-    "waiting for approval",
-    "auto-fix off",
-)
+FIXER_STATES = FIXER_STATUSES
 
 
 class StateCollector(Collector):

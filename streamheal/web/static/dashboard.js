@@ -24,10 +24,12 @@
   const FIXER_LABELS = {
     idle: "Idle",
     fixing: "Fixing",
+    simulating: "Simulating",
     waiting: "Waiting",
     paused: "Paused",
     "waiting for approval": "Needs approval",
     "auto-fix off": "Auto-fix off",
+    stopped: "Stopped",
   };
   const FIX_LABELS = {
     applied: "Fixed",
@@ -240,7 +242,7 @@
     const fixerCard = setCard("card-fixer", FIXER_LABELS[status] || status, fixMode(snapshot.rules));
     fixerCard.dataset.status = status;
     fixerCard.classList.toggle("is-paused", status === "paused" || status === "waiting for approval");
-    fixerCard.classList.toggle("is-busy", status === "fixing");
+    fixerCard.classList.toggle("is-busy", status === "fixing" || status === "simulating");
     const pause = byId("pause-button");
     setText(pause, fixer.paused ? "Resume" : "Pause");
     pause.dataset.action = fixer.paused ? "resume" : "pause";
