@@ -53,30 +53,48 @@ async def test_bad_write_is_detected_through_the_stream(
 
 async def test_fix_applies_backs_up_and_rolls_back(db: Any, mongo_uri: str) -> None:
     settings = settings_for(db.name, REQUIRED_FIX, FAST)
-    async with running_monitor(mongo_uri, settings) as monitor:
-        await db.users.insert_one({"_id": "u1", "name": "no mail"})
-        await wait_for_state(monitor, lambda state: state.fixed_total == 1)
+    with capture_logs() as logs:
+        async with running_monitor(mongo_uri, settings) as monitor:
+            await db.users.insert_one({"_id": "u1", "name": "no mail"})
+            await wait_for_state(monitor, lambda state: state.fixed_total == 1)
 
-        assert await db.users.find_one({"_id": "u1"}) == {
-            "_id": "u1",
-            "name": "no mail",
-            "email": "unknown@example.com",
-        }
-        backup = await db[BACKUPS].find_one({})
-        assert backup["document"] == {"_id": "u1", "name": "no mail"}
-        record = await db[FIXES].find_one({"_id": backup["fix_id"]})
-        assert record["status"] == "applied"
+            assert await db.users.find_one({"_id": "u1"}) == {
+                "_id": "u1",
+                "name": "no mail",
+                "email": "unknown@example.com",
+            }
+            backup = await db[BACKUPS].find_one({})
+            assert backup["document"] == {"_id": "u1", "name": "no mail"}
+            record = await db[FIXES].find_one({"_id": backup["fix_id"]})
+            assert (record["status"], record["backups"]) == ("applied", 1)
+            [written] = [log for log in logs if log["event"] == "backup_written"]
+            assert {
+                key: written[key]
+                for key in (
+                    "rule",
+                    "collection",
+                    "fix_id",
+                    "backups",
+                    "backup_collection",
+                )
+            } == {
+                "rule": "users_need_email",
+                "collection": "users",
+                "fix_id": backup["fix_id"],
+                "backups": 1,
+                "backup_collection": "streamheal_backups",
+            }
 
-        await rollback_fix(
-            monitor.client, monitor.db, backup["fix_id"], use_transaction=True
-        )
+            await rollback_fix(
+                monitor.client, monitor.db, backup["fix_id"], use_transaction=True
+            )
 
-        assert await db.users.find_one({"_id": "u1"}) == {
-            "_id": "u1",
-            "name": "no mail",
-        }
-        record = await db[FIXES].find_one({"_id": backup["fix_id"]})
-        assert record["status"] == "rolled_back"
+            assert await db.users.find_one({"_id": "u1"}) == {
+                "_id": "u1",
+                "name": "no mail",
+            }
+            record = await db[FIXES].find_one({"_id": backup["fix_id"]})
+            assert record["status"] == "rolled_back"
 
 
 async def test_violation_fixed_by_someone_else_leaves_the_queue(

@@ -159,8 +159,11 @@ async def _apply_in_transaction(
     async def write_all(session: AsyncClientSession) -> None:
         await on_step("backup")
         originals = await read_originals(db, operations, session)
+        record["backups"] = 0
         if record["backed_up"]:
-            await write_backups(db, plan, record["_id"], originals, session)
+            record["backups"] = await write_backups(
+                db, plan, record["_id"], originals, session
+            )
         for index, operation in enumerate(operations):
             await on_step("apply", index)
             await apply_operation(db, operation, originals.get(index), session)
@@ -197,7 +200,7 @@ async def _apply_in_steps(
     try:
         await on_step("backup")
         originals = await read_originals(db, operations, None)
-        await write_backups(db, plan, fix_id, originals, None)
+        record["backups"] = await write_backups(db, plan, fix_id, originals, None)
         for index, operation in enumerate(operations):
             await on_step("apply", index)
             await apply_operation(db, operation, originals.get(index), None)
@@ -223,7 +226,13 @@ async def _apply_in_steps(
     record["applied_at"] = now()
     await db[FIXES].update_one(
         {"_id": fix_id},
-        {"$set": {"status": "applied", "applied_at": record["applied_at"]}},
+        {
+            "$set": {
+                "status": "applied",
+                "applied_at": record["applied_at"],
+                "backups": record["backups"],
+            }
+        },
         comment=COMMENT,
     )
 
@@ -258,7 +267,8 @@ async def write_backups(
     fix_id: str,
     originals: Mapping[int, RawBSONDocument],
     session: AsyncClientSession | None,
-) -> None:
+) -> int:
+    """Store the raw original of every document the fix changes; return how many."""
     operations = [op for op in plan.operations if op.action in DOCUMENT_ACTIONS]
     backups = [
         {
@@ -274,6 +284,7 @@ async def write_backups(
     ]
     if backups:
         await db[BACKUPS].insert_many(backups, session=session, comment=COMMENT)
+    return len(backups)
 
 
 async def apply_operation(

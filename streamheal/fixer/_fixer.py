@@ -22,7 +22,7 @@ from streamheal._events import EventLog
 from streamheal.errors import FixConflictError, FixError
 from streamheal.fixer._apply import apply_plan, audit_record, new_fix_id
 from streamheal.fixer._queue import EntryStatus, QueueEntry, ViolationQueue
-from streamheal.fixer._records import FIXES
+from streamheal.fixer._records import BACKUPS, FIXES
 from streamheal.fixer._undo import recover_interrupted_fixes
 from streamheal.rules import COMMENT, Database, FixPlan, Rule
 from streamheal.state import MonitorState, describe_violation
@@ -248,6 +248,14 @@ class Fixer:
             on_step=self._step,
         )
         duration_ms = round((time.monotonic() - started) * 1000, 1)
+        if record.get("backups"):
+            self.events.info(
+                "backup_written",
+                **fields,
+                fix_id=fix_id,
+                backups=record["backups"],
+                backup_collection=BACKUPS,
+            )
         self.queue.remove(entry.id)
         self.state.record_fix(record)
         self.events.info(
