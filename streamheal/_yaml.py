@@ -109,7 +109,12 @@ def expand_variables(
     environ: Mapping[str, str] | None = None,
     path: Path = (),
 ) -> tuple[Any, list[RuleFileProblem]]:
-    """Replace ${VAR} and ${VAR:-default} in every string from the environment."""
+    """Replace ${VAR} and ${VAR:-default} in every string from the environment.
+
+    `${VAR:-default}` takes the default when VAR is unset or empty, as the
+    shell's `:-` does; `${VAR}` with VAR set to "" becomes "", and an unset
+    `${VAR}` without a default is a problem naming file, line and field.
+    """
     env = os.environ if environ is None else environ
     problems: list[RuleFileProblem] = []
 
@@ -135,10 +140,11 @@ def expand_variables(
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group("name"), match.group("default")
-        if name in env:
-            return env[name]
+        value = env.get(name)
         if default is not None:
-            return default
+            return value or default
+        if value is not None:
+            return value
         problems.append(
             RuleFileProblem(
                 source,

@@ -18,10 +18,11 @@ import click
 import structlog
 
 from streamheal._bson import to_json_value
-from streamheal.config import Settings, load_settings
+from streamheal.config import Settings, load_settings, redact_uri
 from streamheal.embedded import EmbeddedServer
-from streamheal.errors import StreamhealError
+from streamheal.errors import ConnectionFailedError, StreamhealError
 from streamheal.log import configure_logging, redact_text
+from streamheal.rules import Database, Rule
 from streamheal.state import describe_violation
 
 
@@ -161,7 +162,8 @@ async def serve_monitor(
 def check(rules: str, output_format: str) -> None:
     """Sweep once, report the violations, fix nothing.
 
-    Exit status: 0 clean, 1 violations found, 2 configuration or connection error.
+    Exit status: 0 clean, 1 violations found, 2 configuration or connection
+    error, or a rule the server could not answer.
     """
     settings = read_settings(rules)
     configure_logging("warning", None, console=False)
@@ -170,30 +172,73 @@ def check(rules: str, output_format: str) -> None:
         click.echo(json.dumps(report, ensure_ascii=False))
     else:
         print_text_report(report)
+    if report["failed_rules"]:
+        sys.exit(EXIT_ERROR)
     sys.exit(EXIT_VIOLATIONS if report["summary"]["total"] else EXIT_CLEAN)
 
 
 async def sweep_once(settings: Settings) -> dict[str, Any]:
-    from streamheal.monitor import connect
+    """Sweep every rule once and build the report `check` prints.
+
+    A rule whose question the server rejects goes into `failed_rules` with
+    the server's error, and the other rules still run; what it found before
+    failing is left out, since its answer is incomplete. A connection lost
+    during the sweep ends it with ConnectionFailedError.
+    """
+    from streamheal.monitor import RECHECK_ERRORS, connect
+    from streamheal.watchers import is_transient
 
     violations: list[dict[str, Any]] = []
     by_rule: dict[str, int] = {spec.name: 0 for spec in settings.rules}
+    failed_rules: list[dict[str, str]] = []
     async with database_uri(settings) as uri:
         client, _ = await connect(uri)
         try:
             db = client[settings.mongodb.database]
             for rule in settings.build_rules():
-                async for violation in rule.sweep(db):
-                    described = describe_violation(violation)
-                    described["fix"] = rule.describe_fix()
-                    violations.append(described)
-                    by_rule[rule.name] += 1
+                try:
+                    found = await describe_sweep(rule, db)
+                except RECHECK_ERRORS as exc:
+                    error = describe_rule_error(exc)
+                    if is_transient(exc):
+                        reason = (
+                            f"the sweep of rule {rule.name!r} was interrupted: {error}"
+                        )
+                        raise ConnectionFailedError(redact_uri(uri), reason) from None
+                    failed_rules.append({"rule": rule.name, "error": error})
+                    continue
+                violations += found
+                by_rule[rule.name] = len(found)
         finally:
             await client.close()
+
     return {
         "violations": violations,
         "summary": {"total": len(violations), "by_rule": by_rule},
+        "failed_rules": failed_rules,
     }
+
+
+async def describe_sweep(rule: Rule, db: Database) -> list[dict[str, Any]]:
+    """Every violation one rule's sweep finds, as the report shows it."""
+    found = []
+    async for violation in rule.sweep(db):
+        described = describe_violation(violation)
+        described["fix"] = rule.describe_fix()
+        found.append(described)
+    return found
+
+
+def describe_rule_error(exc: Exception) -> str:
+    """A rule's failure as one line: a server error keeps its name and code."""
+    # The server's full reply can hold document values, and the driver's
+    # timeout text the whole topology: neither belongs in a report line.
+    text = str(exc).split(", full error: ")[0].split(", Timeout:")[0]
+    name = type(exc).__name__
+    code = getattr(exc, "code", None)
+    if code is not None:
+        return f"{name} (code {code}): {text}"
+    return f"{name}: {text}" if text else name
 
 
 def print_text_report(report: dict[str, Any]) -> None:
@@ -211,6 +256,8 @@ def print_text_report(report: dict[str, Any]) -> None:
     click.echo(f"{summary['total']} violation(s)")
     for name, count in summary["by_rule"].items():
         click.echo(f"  {name}: {count}")
+    for failure in report["failed_rules"]:
+        click.echo(f"rule {failure['rule']} failed: {failure['error']}")
 
 
 @main.command()

@@ -8,10 +8,11 @@ field.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import Field, PositiveInt, TypeAdapter, ValidationError
 
@@ -25,11 +26,17 @@ from streamheal._yaml import (
     load_yaml_with_lines,
 )
 from streamheal.errors import RuleFileError, RuleFileProblem
+from streamheal.log import redact_text
 from streamheal.rules import Mode, Rule, RuleSpec, build_rule, spec_types
 from streamheal.rules._base import StrictModel
 
 
 EMBEDDED_URI = "embedded"
+# Connection-string options whose values are secrets; names are case-insensitive.
+_SECRET_OPTION = re.compile(
+    r"(?i)(?:tlsCertificateKeyFilePassword|authMechanismProperties)"
+    r"=(?P<value>[^&;]*)"
+)
 
 
 class MongoSettings(StrictModel):
@@ -220,12 +227,71 @@ def _check_rule_names(
 
 
 def redact_uri(uri: str) -> str:
-    """The connection string with any password replaced by ***."""
-    if uri == EMBEDDED_URI or "@" not in uri:
+    """The connection string with its password and secret option values as ***.
+
+    Whatever `urlsplit` cannot take apart still passes through `redact_text`,
+    so no shape of string gives its password back.
+    """
+    if uri == EMBEDDED_URI:
         return uri
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    user = parts.username or ""
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # an unbalanced [ in the host part
+        return redact_text(uri)
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        uri = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return redact_text(uri)
+
+
+def _collect_uri_secrets(uri: str) -> set[str]:
+    """Every part of a connection string that may be a secret, also decoded.
+
+    Read leniently, for a string the driver refused: the password is taken
+    to run from the first : after the scheme to any later @ (each of them is
+    a candidate), and the secret options' values are taken whole. Use it to
+    make sure that a message about the string repeats none of them.
+    """
+    scheme_free = uri.partition("://")[2] or uri
+    found: list[str] = []
+
+    colon = scheme_free.find(":")
+    at = scheme_free.find("@", colon + 1) if colon >= 0 else -1
+    while at >= 0:
+        found.append(scheme_free[colon + 1 : at])
+        at = scheme_free.find("@", at + 1)
+
+    for match in _SECRET_OPTION.finditer(uri):
+        value = match.group("value")
+        found.append(value)
+        found += [pair.partition(":")[2] for pair in unquote_plus(value).split(",")]
+
+    return {text for secret in found for text in (secret, unquote_plus(secret)) if text}
+
+
+def describe_invalid_uri(uri: str, exc: Exception) -> str:
+    """Why the driver refused a connection string, without repeating any of it.
+
+    The driver's reason is kept when it holds none of the string's secrets;
+    the string itself is never shown, since one that cannot be parsed cannot
+    be redacted reliably either.
+    """
+    reason = str(exc).strip().rstrip(".")
+    if not reason or any(secret in reason for secret in _collect_uri_secrets(uri)):
+        reason = "the driver could not parse it"
+    text = f"it is not a valid MongoDB connection string ({reason})."
+    if "escaped" not in reason and _has_unescaped_user_info(uri):
+        text += (
+            " A user name or password holding / : @ or % must be "
+            "percent-encoded, for instance with urllib.parse.quote_plus."
+        )
+    return redact_text(text)
+
+
+def _has_unescaped_user_info(uri: str) -> bool:
+    """Whether the part before the last @ holds a character that needs %-encoding."""
+    user_info, at, _ = (uri.partition("://")[2] or uri).rpartition("@")
+    if not at:
+        return False
+    return "/" in user_info or "@" in user_info or user_info.count(":") > 1

@@ -23,12 +23,43 @@ from streamheal._bson import truncate_text
 
 FILE_MAX_BYTES = 10 * 1024 * 1024
 FILE_BACKUPS = 5
-_PASSWORD_IN_URI = re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]+:)([^@\s]+)(@)")
+# The password runs to the last @ before a space: an unescaped @ in it must
+# not leave its tail visible.
+_PASSWORD_IN_URI = re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]+:)(\S+)(@)")
+# URI options that carry secrets. Option names are case-insensitive in a
+# connection string; a value runs to the next option separator (& or ;).
+_KEY_FILE_PASSWORD = re.compile(
+    r"(?i)(?<![\w])(tlsCertificateKeyFilePassword=)([^&;\s]*)"
+)
+_AUTH_PROPERTIES = re.compile(r"(?i)(?<![\w])(authMechanismProperties=)([^&;\s]*)")
+_PROPERTY_SEPARATOR = re.compile(r"(?i),|%2C")
+_PROPERTY_NAME = re.compile(r"(?i)^[a-z_][a-z0-9_]*(?::|%3A)")
 
 
 def redact_text(text: str) -> str:
-    """Replace the password of any connection string in the text with ***."""
-    return _PASSWORD_IN_URI.sub(r"\1***\3", text)
+    """Hide the secrets of any connection string in the text behind ***.
+
+    Those are the password, the value of `tlsCertificateKeyFilePassword` and
+    every value of `authMechanismProperties` (such as AWS_SESSION_TOKEN's);
+    the property names stay readable.
+    """
+    text = _PASSWORD_IN_URI.sub(r"\1***\3", text)
+    text = _KEY_FILE_PASSWORD.sub(r"\1***", text)
+    return _AUTH_PROPERTIES.sub(_hide_property_values, text)
+
+
+def _hide_property_values(match: re.Match[str]) -> str:
+    option, properties = match.group(1), match.group(2)
+    if not properties:
+        return option
+    hidden = []
+    for pair in _PROPERTY_SEPARATOR.split(properties):
+        name = _PROPERTY_NAME.match(pair)
+        if name is not None:
+            hidden.append(f"{name.group(0)}***")
+        else:  # without a NAME: prefix, the whole pair may be the secret
+            hidden.append("***" if pair else "")
+    return option + ",".join(hidden)
 
 
 def _scrub(value: Any) -> Any:

@@ -15,11 +15,11 @@ from typing import Any
 
 from bson.errors import BSONError
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConfigurationError, PyMongoError
 
 from streamheal._bson import to_json_value
 from streamheal._events import EventLog
-from streamheal.config import Settings, redact_uri
+from streamheal.config import Settings, describe_invalid_uri, redact_uri
 from streamheal.errors import ConnectionFailedError
 from streamheal.fixer import Fixer, Offer, ViolationQueue, supports_transactions
 from streamheal.rules import Database, Rule, Violation, Write
@@ -29,6 +29,8 @@ from streamheal.watchers import ProfilerWatcher, StreamWatcher, Sweeper, is_tran
 
 
 SERVER_SELECTION_TIMEOUT_MS = 5000
+# Where a connection string the driver refuses came from: it is not shown.
+INVALID_URI_ADDRESS = "the URI given in mongodb.uri"
 # What a rule may raise on data it cannot handle: a server error, or a value
 # the driver cannot decode (MongoDB stores invalid UTF-8 that pymongo refuses).
 RECHECK_ERRORS = (PyMongoError, BSONError, ValueError, TypeError)
@@ -51,8 +53,18 @@ def open_client(uri: str) -> AsyncMongoClient[dict[str, Any]]:
 
 
 async def connect(uri: str) -> tuple[AsyncMongoClient[dict[str, Any]], dict[str, Any]]:
-    """A client that has answered `hello`, or ConnectionFailedError."""
-    client = open_client(uri)
+    """A client that has answered `hello`, or ConnectionFailedError.
+
+    A connection string the driver refuses (a port that is not a number, an
+    unescaped / in the password, another scheme) is a ConnectionFailedError
+    too; its message never repeats the string, which may hold a password.
+    """
+    try:
+        client = open_client(uri)
+    except (ConfigurationError, ValueError, TypeError) as exc:
+        raise ConnectionFailedError(
+            INVALID_URI_ADDRESS, describe_invalid_uri(uri, exc)
+        ) from None
     try:
         hello = await client.admin.command("hello")
         build = await client.admin.command("buildInfo")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
 
 def streamheal(
@@ -116,6 +117,149 @@ async def test_check_reports_json_and_exits_1(
     assert report["violations"][0]["fix"] == "move the document to users_quarantine"
 
 
+@pytest.mark.parametrize(
+    ("uri", "reason"),
+    [
+        (
+            "mongodb://admin:s3cret-pw@db.example.net:notaport/",
+            "(Port contains non-digit characters.",
+        ),
+        ("http://x/", "(Invalid URI scheme:"),
+        (
+            "mongodb://admin:s3cret/pw9@db:27017/",
+            "(Bad database name). A user name or password holding / : @ or % "
+            "must be percent-encoded, for instance with urllib.parse.quote_plus.",
+        ),
+        (
+            "mongodb://admin:s3cret-pw@db.example.net:99999/",
+            "(Port must be an integer between 0 and 65535).",
+        ),
+    ],
+    ids=["port not a number", "another scheme", "unescaped /", "port too big"],
+)
+def test_a_malformed_uri_is_one_line_exit_2_without_the_password(
+    tmp_path: Path, uri: str, reason: str
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: '{uri}'\n  database: shop\nrules:\n"
+        "  - {name: a, kind: required, collection: u, fields: [x]}\n"
+    )
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    prefix = (
+        "streamheal: Could not connect to MongoDB at the URI given in mongodb.uri: "
+        "it is not a valid MongoDB connection string "
+    )
+    assert line.startswith(prefix + reason)
+
+
+FAILING_AND_WORKING_RULES = """\
+  - {name: bad_total, kind: query, collection: orders, filter: {total: {$bogus: 1}}}
+  - {name: need_email, kind: required, collection: users, fields: [email]}
+"""
+BOGUS_OPERATOR_ERROR = "OperationFailure (code 2): unknown operator: $bogus"
+
+
+async def test_a_rule_the_server_rejects_is_reported_and_the_others_run(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    await db.orders.insert_one({"_id": 1, "total": -5})
+    await db.users.insert_many([{"_id": 1, "email": "a@x"}, {"_id": 2}])
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        + FAILING_AND_WORKING_RULES
+    )
+
+    result = streamheal("check", str(rules), "--format", "json")
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    report = json.loads(result.stdout)
+    assert report["failed_rules"] == [
+        {"rule": "bad_total", "error": BOGUS_OPERATOR_ERROR}
+    ]
+    assert report["summary"] == {
+        "total": 1,
+        "by_rule": {"bad_total": 0, "need_email": 1},
+    }
+    assert [(v["rule"], v["documents"]) for v in report["violations"]] == [
+        ("need_email", [2])
+    ]
+
+
+async def test_a_failed_rule_has_its_own_line_in_the_text_report(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    # SecantusDB rejects the operator only when a document reaches the
+    # filter; MongoDB rejects it at once, even on an empty collection.
+    await db.orders.insert_one({"_id": 1, "total": 5})
+    await db.users.insert_one({"_id": 1, "email": "a@x"})
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        + FAILING_AND_WORKING_RULES
+    )
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout.splitlines() == [
+        "0 violation(s)",
+        "  bad_total: 0",
+        "  need_email: 0",
+        f"rule bad_total failed: {BOGUS_OPERATOR_ERROR}",
+    ]
+
+
+async def test_a_connection_lost_during_the_sweep_exits_2_with_a_message(
+    db: Any,
+    mongo_uri: str,
+    mongo_client: AsyncMongoClient[dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    """The driver retries a read once, so the fail point closes the
+    connection on the sweep's aggregate and on its retry."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"mongodb:\n  uri: {mongo_uri}\n  database: {db.name}\nrules:\n"
+        "  - {name: need_email, kind: required, collection: users, fields: [email]}\n"
+    )
+    await mongo_client.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 2},
+            "data": {
+                "failCommands": ["aggregate"],
+                "appName": "streamheal",
+                "closeConnection": True,
+            },
+        }
+    )
+    try:
+        result = streamheal("check", str(rules))
+    finally:
+        await mongo_client.admin.command(
+            {"configureFailPoint": "failCommand", "mode": "off"}
+        )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"streamheal: Could not connect to MongoDB at {mongo_uri}: the sweep of "
+        "rule 'need_email' was interrupted: AutoReconnect"
+    )
+
+
 async def test_check_exits_0_on_clean_data(
     db: Any, mongo_uri: str, tmp_path: Path
 ) -> None:
@@ -169,6 +313,7 @@ def test_embedded_uri_starts_and_stops_its_own_server(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == {
         "violations": [],
         "summary": {"total": 0, "by_rule": {"need_email": 0}},
+        "failed_rules": [],
     }
     assert storage.is_dir() and any(storage.iterdir())
 

@@ -90,3 +90,84 @@ def test_levels_below_the_setting_are_dropped(log_file: Path) -> None:
 def test_connection_strings_are_shown_without_passwords(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
     assert redact_text(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        (
+            "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=k3y-pw&w=1",
+            "mongodb://h/?tls=true&tlsCertificateKeyFilePassword=***&w=1",
+        ),
+        (
+            "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=k3y-pw",
+            "mongodb://h/?TLSCERTIFICATEKEYFILEPASSWORD=***",
+        ),
+        (
+            "mongodb://h/?authMechanism=MONGODB-AWS"
+            "&authMechanismProperties=AWS_SESSION_TOKEN:t0k3n/x%2B%3D",
+            "mongodb://h/?authMechanism=MONGODB-AWS"
+            "&authMechanismProperties=AWS_SESSION_TOKEN:***",
+        ),
+        (
+            "mongodb://h/?authMechanismProperties="
+            "SERVICE_NAME:mongodb,AWS_SESSION_TOKEN:t0k3n;replicaSet=rs0",
+            "mongodb://h/?authMechanismProperties="
+            "SERVICE_NAME:***,AWS_SESSION_TOKEN:***;replicaSet=rs0",
+        ),
+        (
+            "mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN%3At0k3n",
+            "mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN%3A***",
+        ),
+        (
+            "mongodb://h/?authMechanismProperties=t0k3n",
+            "mongodb://h/?authMechanismProperties=***",
+        ),
+        (
+            "mongodb://app:hunter2@h1,h2/?replicaSet=rs"
+            "&tlsCertificateKeyFilePassword=k3y-pw"
+            "&authMechanismProperties=AWS_SESSION_TOKEN:t0k3n",
+            "mongodb://app:***@h1,h2/?replicaSet=rs"
+            "&tlsCertificateKeyFilePassword=***"
+            "&authMechanismProperties=AWS_SESSION_TOKEN:***",
+        ),
+        ("mongodb://u:p@ss@h:1/", "mongodb://u:***@h:1/"),
+    ],
+    ids=[
+        "key file password",
+        "option names ignore case",
+        "session token",
+        "every property value",
+        "percent-encoded colon",
+        "a property without a name",
+        "password and options together",
+        "an unescaped @ in the password",
+    ],
+)
+def test_secret_options_are_shown_without_their_values(uri: str, shown: str) -> None:
+    assert redact_uri(uri) == shown
+    assert redact_text(uri) == shown
+
+
+def test_secret_options_are_hidden_in_any_text() -> None:
+    text = (
+        "failed: mongodb://h/?tlsCertificateKeyFilePassword=k3y-pw and "
+        "authMechanismProperties=AWS_SESSION_TOKEN:t0k3n, retrying"
+    )
+
+    assert redact_text(text) == (
+        "failed: mongodb://h/?tlsCertificateKeyFilePassword=*** and "
+        "authMechanismProperties=AWS_SESSION_TOKEN:***, retrying"
+    )
+
+
+def test_a_secret_option_in_a_log_field_is_replaced(log_file: Path) -> None:
+    structlog.get_logger("streamheal").error(
+        "stream_interrupted",
+        error="mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:t0k3n",
+    )
+
+    [line] = read_lines(log_file)
+
+    assert "t0k3n" not in log_file.read_text()
+    assert line["error"] == "mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:***"

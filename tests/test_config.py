@@ -1,0 +1,287 @@
+"""The rule file: ${VAR} expansion, durations, defaults and default modes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamheal.config import Settings, describe_invalid_uri, load_settings
+from streamheal.errors import RuleFileError, RuleFileProblem
+
+
+ONE_RULE = "  - {name: a, kind: required, collection: users, fields: [email]}\n"
+
+
+def write_rules(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load_with_engine(tmp_path: Path, engine: str) -> Settings:
+    engine_block = f"engine:\n{engine}" if engine else ""
+    path = write_rules(
+        tmp_path, f"mongodb:\n  database: shop\n{engine_block}rules:\n{ONE_RULE}"
+    )
+    return load_settings(path, environ={})
+
+
+class TestVariables:
+    @pytest.mark.parametrize(
+        ("template", "environ", "expected"),
+        [
+            ("${HOST}", {"HOST": "db1"}, "db1"),
+            ("${HOST}", {"HOST": ""}, ""),
+            ("${HOST:-db9}", {"HOST": "db1"}, "db1"),
+            ("${HOST:-db9}", {"HOST": ""}, "db9"),
+            ("${HOST:-db9}", {}, "db9"),
+            ("${HOST:-}", {}, ""),
+            ("${HOST:-}", {"HOST": ""}, ""),
+            (
+                "mongodb://${USER}:${PW:-none}@${HOST:-localhost}:27017/?w=1",
+                {"USER": "app", "PW": "", "HOST": ""},
+                "mongodb://app:none@localhost:27017/?w=1",
+            ),
+            (
+                "${SCHEME:-mongodb}://${HOST}/",
+                {"SCHEME": "mongodb+srv", "HOST": "c.example.net"},
+                "mongodb+srv://c.example.net/",
+            ),
+        ],
+        ids=[
+            "set",
+            "set but empty",
+            "set, with a default",
+            "empty takes the default",
+            "unset takes the default",
+            "unset, empty default",
+            "empty, empty default",
+            "several in a longer string",
+            "default at the start",
+        ],
+    )
+    def test_a_variable_in_a_string_is_expanded(
+        self, tmp_path: Path, template: str, environ: dict[str, str], expected: str
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            f"mongodb:\n  uri: '{template}'\n  database: shop\nrules:\n{ONE_RULE}",
+        )
+
+        settings = load_settings(path, environ=environ)
+
+        assert settings.mongodb.uri == expected
+
+    def test_variables_in_a_list_are_expanded_item_by_item(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  database: shop\nrules:\n"
+            "  - name: a\n    kind: required\n    collection: users\n"
+            "    fields: ['${FIRST}', '${SECOND:-email}', 'x_${THIRD:-3}']\n",
+        )
+
+        settings = load_settings(path, environ={"FIRST": "name", "THIRD": ""})
+
+        assert settings.rules[0].model_dump()["fields"] == ["name", "email", "x_3"]
+
+    def test_an_unset_variable_without_a_default_names_file_line_and_field(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  uri: 'mongodb://${DB_HOST}/'\n  database: shop\n"
+            "rules:\n"
+            "  - name: a\n    kind: required\n    collection: users\n"
+            "    fields: [email, '${EXTRA_FIELD}']\n",
+        )
+
+        with pytest.raises(RuleFileError) as caught:
+            load_settings(path, environ={"EXTRA": "not the same name"})
+
+        assert caught.value.problems == [
+            RuleFileProblem(
+                str(path),
+                2,
+                "mongodb.uri",
+                "the environment variable DB_HOST is not set and has no default "
+                "(write ${DB_HOST:-default} to give one).",
+            ),
+            RuleFileProblem(
+                str(path),
+                8,
+                "rules[0].fields[1]",
+                "the environment variable EXTRA_FIELD is not set and has no "
+                "default (write ${EXTRA_FIELD:-default} to give one).",
+            ),
+        ]
+
+    def test_the_process_environment_is_used_when_none_is_given(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("STREAMHEAL_TEST_DATABASE", "")
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  database: '${STREAMHEAL_TEST_DATABASE:-fallback}'\n"
+            f"rules:\n{ONE_RULE}",
+        )
+
+        settings = load_settings(path)
+
+        assert settings.mongodb.database == "fallback"
+
+
+class TestDurations:
+    @pytest.mark.parametrize(
+        ("written", "seconds"),
+        [
+            ("500ms", 0.5),
+            ("30s", 30.0),
+            ("2m", 120.0),
+            ("1h", 3600.0),
+            ("45", 45.0),
+            ("2.5", 2.5),
+            ("'10'", 10.0),
+            ("0", 0.0),
+        ],
+    )
+    def test_a_duration_is_read_in_seconds(
+        self, tmp_path: Path, written: str, seconds: float
+    ) -> None:
+        settings = load_with_engine(tmp_path, f"  sweep_interval: {written}\n")
+
+        assert settings.engine.sweep_interval == seconds
+
+    @pytest.mark.parametrize(
+        ("written", "message"),
+        [
+            ("soon", "expected a duration such as 500ms, 30s or 2m, not 'soon'."),
+            ("5 days", "expected a duration such as 500ms, 30s or 2m, not '5 days'."),
+            ("-5s", "expected a duration such as 500ms, 30s or 2m, not '-5s'."),
+            ("''", "expected a duration such as 500ms, 30s or 2m, not ''."),
+            ("true", "expected a duration such as 500ms, 30s or 2m."),
+            ("-1", "a duration cannot be negative."),
+        ],
+    )
+    def test_a_bad_duration_names_line_field_and_value(
+        self, tmp_path: Path, written: str, message: str
+    ) -> None:
+        with pytest.raises(RuleFileError) as caught:
+            load_with_engine(tmp_path, f"  fix_delay: {written}\n")
+
+        assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+            (4, "engine.fix_delay", message)
+        ]
+
+
+class TestDefaults:
+    def test_the_engine_defaults_are_those_the_readme_shows(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(tmp_path, f"mongodb:\n  database: shop\nrules:\n{ONE_RULE}")
+
+        engine = load_settings(path, environ={}).engine
+
+        assert (
+            engine.sweep_interval,
+            engine.fix_delay,
+            engine.queue_max,
+            engine.auto_fix,
+            engine.dry_run,
+            engine.backup,
+            engine.max_docs_per_fix,
+        ) == (30.0, 2.0, 100, False, True, True, 100)
+
+    def test_the_dashboard_listens_on_loopback_port_5000_by_default(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(tmp_path, f"mongodb:\n  database: shop\nrules:\n{ONE_RULE}")
+
+        dashboard = load_settings(path, environ={}).dashboard
+
+        assert (dashboard.host, dashboard.port) == ("127.0.0.1", 5000)
+
+    @pytest.mark.parametrize(
+        ("engine", "mode"),
+        [
+            ("", "detect"),
+            ("  dry_run: false\n", "detect"),
+            ("  auto_fix: true\n", "dry_run"),
+            ("  auto_fix: true\n  dry_run: true\n", "dry_run"),
+            ("  auto_fix: true\n  dry_run: false\n", "fix"),
+        ],
+        ids=["defaults", "dry_run off alone", "auto_fix", "both on", "fix"],
+    )
+    def test_a_rule_without_mode_follows_the_engine(
+        self, tmp_path: Path, engine: str, mode: str
+    ) -> None:
+        settings = load_with_engine(tmp_path, engine)
+
+        assert [rule.mode for rule in settings.build_rules()] == [mode]
+
+    @pytest.mark.parametrize("mode", ["detect", "dry_run", "fix"])
+    def test_a_rule_with_mode_keeps_it_whatever_the_engine_says(
+        self, tmp_path: Path, mode: str
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  database: shop\nengine:\n  auto_fix: true\n"
+            "  dry_run: false\nrules:\n"
+            f"  - {{name: a, kind: required, collection: users, fields: [email], "
+            f"mode: {mode}}}\n",
+        )
+
+        settings = load_settings(path, environ={})
+
+        assert [rule.mode for rule in settings.build_rules()] == [mode]
+
+
+class TestInvalidUriMessages:
+    ENCODING_HINT = (
+        " A user name or password holding / : @ or % must be percent-encoded, "
+        "for instance with urllib.parse.quote_plus."
+    )
+
+    def test_the_drivers_reason_is_kept_when_it_holds_no_secret(self) -> None:
+        exc = ValueError("Port must be an integer between 0 and 65535")
+
+        message = describe_invalid_uri("mongodb://u:pw0rd@h:99999/", exc)
+
+        assert message == (
+            "it is not a valid MongoDB connection string "
+            "(Port must be an integer between 0 and 65535)."
+        )
+
+    @pytest.mark.parametrize(
+        ("uri", "echoed", "hint"),
+        [
+            ("mongodb://u:pa/ss@h:1/", "pa/ss", ENCODING_HINT),
+            ("mongodb://u:p%40ss@h:1/", "p@ss", ""),
+            ("mongodb://u:p@ss@h:1/", "p@ss", ENCODING_HINT),
+            (
+                "mongodb://h/?tlsCertificateKeyFilePassword=k3y&tls=true",
+                "k3y",
+                "",
+            ),
+            (
+                "mongodb://h/?authMechanismProperties=AWS_SESSION_TOKEN:t0k3n",
+                "t0k3n",
+                "",
+            ),
+        ],
+        ids=["unescaped /", "decoded", "unescaped @", "key file", "session token"],
+    )
+    def test_a_reason_repeating_a_secret_is_replaced(
+        self, uri: str, echoed: str, hint: str
+    ) -> None:
+        """Should a driver ever quote the string, no secret of it is shown."""
+        exc = ValueError(f"cannot use {echoed!r} here")
+
+        message = describe_invalid_uri(uri, exc)
+
+        assert message == (
+            "it is not a valid MongoDB connection string "
+            f"(the driver could not parse it).{hint}"
+        )
