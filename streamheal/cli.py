@@ -18,7 +18,7 @@ import click
 import structlog
 
 from streamheal._bson import to_json_value
-from streamheal.config import Settings, load_settings, redact_uri
+from streamheal.config import EMBEDDED_URI, Settings, load_settings, redact_uri
 from streamheal.embedded import EmbeddedServer
 from streamheal.errors import ConnectionFailedError, StreamhealError
 from streamheal.log import configure_logging, redact_text
@@ -30,6 +30,9 @@ EXIT_CLEAN = 0
 EXIT_VIOLATIONS = 1
 EXIT_ERROR = 2
 EXIT_CRASH = 3
+
+PORT = click.IntRange(0, 65535)
+MEMORY_STORAGE = ":memory:"
 
 T = TypeVar("T")
 
@@ -70,7 +73,7 @@ async def database_uri(
     if not settings.mongodb.is_embedded:
         yield settings.mongodb.uri
         return
-    storage = ":memory:" if memory else settings.mongodb.storage
+    storage = MEMORY_STORAGE if memory else settings.mongodb.storage
     server = EmbeddedServer(storage)
     await server.start_async()
     try:
@@ -91,7 +94,7 @@ def main() -> None:
     "--host", help="Dashboard address (default from the rule file: 127.0.0.1)."
 )
 @click.option(
-    "--port", type=int, help="Dashboard port (default from the rule file: 5000)."
+    "--port", type=PORT, help="Dashboard port (default from the rule file: 5000)."
 )
 def run(rules: str, host: str | None, port: int | None) -> None:
     """Watch the database, check every write and fix violations until stopped."""
@@ -262,7 +265,13 @@ def print_text_report(report: dict[str, Any]) -> None:
 
 @main.command()
 @click.argument("rules", type=click.Path(dir_okay=False))
-@click.option("--limit", default=50, show_default=True, help="How many fixes to list.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="How many fixes to list.",
+)
 @click.option(
     "--format", "output_format", type=click.Choice(["text", "json"]), default="text"
 )
@@ -329,7 +338,11 @@ async def undo(settings: Settings, fix_id: str) -> dict[str, Any]:
 
 @main.command()
 @click.option(
-    "--port", type=int, default=5000, show_default=True, help="Dashboard port."
+    "--port",
+    type=PORT,
+    default=5000,
+    show_default=True,
+    help="Dashboard port (0: any free port).",
 )
 @click.option(
     "--rules",
@@ -341,7 +354,7 @@ def demo(port: int, rules_path: str | None) -> None:
     """Everything at once: embedded server, sample data, live traffic, dashboard."""
     from streamheal.demo import DEMO_RULES, run_demo
 
-    settings = read_settings(rules_path or str(DEMO_RULES))
+    settings = in_memory(read_settings(rules_path or str(DEMO_RULES)))
     settings = with_dashboard(settings, None, port)
     configure_logging(settings.logging.level, settings.logging.file)
     click.echo(
@@ -352,6 +365,18 @@ def demo(port: int, rules_path: str | None) -> None:
         url = f"http://{settings.dashboard.host}:{port}/"
         click.echo(f"streamheal demo: dashboard at {url} (Ctrl+C stops)", err=True)
     run_async(lambda: run_demo(settings))
+
+
+def in_memory(settings: Settings) -> Settings:
+    """The settings on a fresh embedded server in memory, whatever the file says.
+
+    The demo drops and seeds its collections: it must never do that to a
+    database the rule file (or a MONGODB_URI left in the shell) points at.
+    """
+    mongodb = settings.mongodb.model_copy(
+        update={"uri": EMBEDDED_URI, "storage": MEMORY_STORAGE}
+    )
+    return settings.model_copy(update={"mongodb": mongodb})
 
 
 if __name__ == "__main__":

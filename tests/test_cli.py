@@ -402,3 +402,26 @@ def test_more_rule_file_mistakes_are_named(
 
     assert result.returncode == 2
     assert result.stderr.splitlines()[1:] == ["  " + expected.format(path=rules)]
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "range_text"),
+    [
+        (["run", "RULES", "--port", "70000"], "--port", "0<=x<=65535"),
+        (["run", "RULES", "--port", "-1"], "--port", "0<=x<=65535"),
+        (["demo", "--port", "99999"], "--port", "0<=x<=65535"),
+        (["history", "RULES", "--limit", "0"], "--limit", "x>=1"),
+    ],
+)
+def test_out_of_range_numbers_on_the_command_line_are_refused(
+    tmp_path: Path, args: list[str], option: str, range_text: str
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("mongodb: {uri: 'mongodb://127.0.0.1:1', database: x}\n")
+
+    result = streamheal(*[str(rules) if arg == "RULES" else arg for arg in args])
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert f"is not in the range {range_text}" in result.stderr

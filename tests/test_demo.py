@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tests.process import StreamhealProcess, get_json
 
@@ -15,14 +16,23 @@ from tests.process import StreamhealProcess, get_json
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def test_demo_serves_state_with_violations_appearing(tmp_path: Path) -> None:
+async def test_demo_serves_state_with_violations_appearing(
+    db: Any, mongo_uri: str, tmp_path: Path
+) -> None:
+    """The demo runs on its own server, even with MONGODB_URI left in the shell."""
+    await db.users.insert_one({"_id": "mine", "email": "keep@example.com"})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamheal.cli", "demo", "--port", "0",
         "--rules", str(ROOT / "rules.yaml"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=tmp_path,
-        env={**os.environ, "STREAMHEAL_TOKEN": "demo-token"},
+        env={
+            **os.environ,
+            "STREAMHEAL_TOKEN": "demo-token",
+            "MONGODB_URI": mongo_uri,
+            "MONGODB_DATABASE": db.name,
+        },
     )  # fmt: skip
     demo = StreamhealProcess(process)
     try:
@@ -41,6 +51,10 @@ async def test_demo_serves_state_with_violations_appearing(tmp_path: Path) -> No
     finally:
         code = await demo.stop()
     assert code == 0
+    assert await db.users.find({}).to_list() == [
+        {"_id": "mine", "email": "keep@example.com"}
+    ]
+    assert sorted(await db.list_collection_names()) == ["users"]
 
 
 def test_an_installed_package_carries_the_demo_rules(tmp_path: Path) -> None:
