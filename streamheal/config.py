@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from pydantic import Field, PositiveInt, TypeAdapter, ValidationError
+from pydantic import Field, PositiveInt, TypeAdapter, ValidationError, field_validator
 
 from streamheal._duration import Duration
 from streamheal._duration import parse_duration as parse_duration
@@ -39,11 +39,32 @@ _SECRET_OPTION = re.compile(
 )
 
 
+# https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
+DATABASE_NAME_FORBIDDEN = '/\\. "$*<>:|?\0'
+DATABASE_NAME_MAX_BYTES = 63
+
+
 class MongoSettings(StrictModel):
     uri: str = EMBEDDED_URI
     database: str = Field(min_length=1)
     # Where `uri: embedded` keeps its files: a directory, or ':memory:'.
     storage: str = ".streamheal/data"
+
+    @field_validator("database")
+    @classmethod
+    def _database_name(cls, database: str) -> str:
+        forbidden = sorted({c for c in database if c in DATABASE_NAME_FORBIDDEN})
+        if forbidden:
+            shown = " ".join(repr(c) for c in forbidden)
+            raise ValueError(
+                f"a database name cannot contain {shown}, as {database!r} does"
+            )
+        if len(database.encode()) > DATABASE_NAME_MAX_BYTES:
+            raise ValueError(
+                f"a database name has at most {DATABASE_NAME_MAX_BYTES} bytes; "
+                f"{database!r} has {len(database.encode())}"
+            )
+        return database
 
     @property
     def is_embedded(self) -> bool:

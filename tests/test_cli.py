@@ -425,3 +425,34 @@ def test_out_of_range_numbers_on_the_command_line_are_refused(
     assert "Traceback" not in result.stderr
     assert f"Invalid value for '{option}'" in result.stderr
     assert f"is not in the range {range_text}" in result.stderr
+
+
+def test_names_mongodb_refuses_are_rule_file_problems(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "mongodb:\n"
+        "  uri: mongodb://127.0.0.1:1\n"
+        '  database: "my db.x"\n'
+        "rules:\n"
+        '  - {name: a, kind: required, collection: "a$b", fields: [x]}\n'
+        "  - {name: b, kind: required, collection: system.profile, fields: [x]}\n"
+        '  - {name: c, kind: reference, collection: o, field: u, references: "x$y.k"}\n'
+        "  - {name: d, kind: required, collection: users., fields: [x]}\n"
+    )
+
+    result = streamheal("check", str(rules))
+
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "streamheal: 5 problems in the rule file:",
+        f"  {rules}:3: mongodb.database: a database name cannot contain ' ' '.', "
+        "as 'my db.x' does.",
+        f"  {rules}:5: rules[0].collection: a collection name cannot contain '$', "
+        "as 'a$b' does.",
+        f"  {rules}:6: rules[1].collection: 'system.profile' is one of the server's "
+        "own collections; streamheal checks the application's.",
+        f"  {rules}:7: rules[2].references: a collection name cannot contain '$', "
+        "as 'x$y' does.",
+        f"  {rules}:8: rules[3].collection: 'users.' is not a collection name: it "
+        "starts or ends with a dot, or has two in a row.",
+    ]

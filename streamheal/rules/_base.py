@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pymongo.asynchronous.database import AsyncDatabase
 
 from streamheal._bson import short_hash, to_json_text
@@ -47,6 +47,28 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def check_collection_name(name: str) -> str:
+    """The name, if MongoDB accepts it for an application's collection.
+
+    https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
+    """
+    if "$" in name:
+        raise ValueError(f"a collection name cannot contain '$', as {name!r} does")
+    if "\0" in name:
+        raise ValueError("a collection name cannot contain the null character")
+    if name.startswith(".") or name.endswith(".") or ".." in name:
+        raise ValueError(
+            f"{name!r} is not a collection name: it starts or ends with a dot, "
+            "or has two in a row"
+        )
+    if name.startswith("system."):
+        raise ValueError(
+            f"{name!r} is one of the server's own collections; streamheal checks "
+            "the application's"
+        )
+    return name
+
+
 class RuleSpec(StrictModel):
     """Fields every rule has, whatever its kind."""
 
@@ -56,6 +78,11 @@ class RuleSpec(StrictModel):
     severity: Severity | None = None
     mode: Mode | None = None
     description: str | None = None
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, collection: str) -> str:
+        return check_collection_name(collection)
 
 
 @dataclass(frozen=True)

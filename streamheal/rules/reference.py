@@ -26,6 +26,7 @@ from streamheal.rules._base import (
     Severity,
     Violation,
     Write,
+    check_collection_name,
 )
 from streamheal.rules._document import (
     IDS_PER_CHECK,
@@ -59,6 +60,7 @@ class ReferenceSpec(RuleSpec):
             raise ValueError(
                 f"expected <collection> or <collection>.<field>, not {references!r}"
             )
+        check_collection_name(collection)
         return references
 
     @property
