@@ -65,5 +65,9 @@ class FixError(StreamhealError):
         super().__init__(message)
 
 
+class FixNotFoundError(FixError):
+    """No audit record has the fix id asked for."""
+
+
 class FixConflictError(FixError):
     """A document changed between planning and applying; nothing was written."""

@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from streamheal._bson import to_json_text
-from streamheal.errors import FixConflictError, FixError
+from streamheal.errors import FixConflictError, FixError, FixNotFoundError
 from streamheal.fixer._records import (
     BACKUPS,
     CHANGING_ACTIONS,
@@ -105,7 +105,7 @@ async def rollback_fix(
     """Undo an applied fix from its backups; return the updated audit record."""
     record = await db[FIXES].find_one({"_id": fix_id}, comment=COMMENT)
     if record is None:
-        raise FixError(f"There is no fix with id {fix_id}.", fix_id=fix_id)
+        raise FixNotFoundError(f"There is no fix with id {fix_id}.", fix_id=fix_id)
     if record.get("status") != "applied":
         raise FixError(
             f"Fix {fix_id} cannot be rolled back: its status is "

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pymongo.errors import PyMongoError
 from quart import Quart, Response, jsonify, request, websocket
 
-from streamheal.errors import FixError
+from streamheal.errors import FixError, FixNotFoundError
 from streamheal.fixer import rollback_fix
 from streamheal.web._actions import (
     TOKEN_HEADER,
@@ -208,6 +208,8 @@ def register_actions(app: Quart, monitor: Monitor, audit: ActionAudit) -> None:
                 fix_id,
                 use_transaction=monitor.fixer.use_transaction,
             )
+        except FixNotFoundError as exc:
+            return {"error": str(exc)}, 404
         except FixError as exc:
             return {"error": str(exc)}, 409
         except PyMongoError as exc:

@@ -232,6 +232,7 @@ class TestActionsWithTheToken:
             again = await client.post(
                 f"/api/fixes/{fix_id}/rollback", headers=AUTHORISED
             )
+            unknown = await client.post("/api/fixes/nope/rollback", headers=AUTHORISED)
 
             assert response.status_code == 200
             assert await db.users.find_one({"_id": "u1"}) == {
@@ -240,6 +241,10 @@ class TestActionsWithTheToken:
             }
             assert monitor.state.recent_fixes[0]["status"] == "rolled_back"
             assert again.status_code == 409
+            assert unknown.status_code == 404
+            assert await unknown.get_json() == {
+                "error": "There is no fix with id nope."
+            }
             outcomes = [
                 (audit["action"], audit["target"], audit["outcome"])
                 async for audit in db[ACTIONS].find({})
@@ -247,6 +252,7 @@ class TestActionsWithTheToken:
             assert outcomes == [
                 ("rollback", fix_id, "done"),
                 ("rollback", fix_id, "conflict"),
+                ("rollback", "nope", "not_found"),
             ]
 
 
@@ -379,8 +385,6 @@ class TestOtherSitesAreRefused:
         settings = settings_for(db.name, DETECT_USERS, FAST)
         async with running_monitor(mongo_uri, settings) as monitor:
             app = create_app(monitor, TEST_TOKEN, allowed_hosts=LOOPBACK_HOSTS)
-            response = await app.test_client().get(
-                "/api/state", headers={"Host": host}
-            )
+            response = await app.test_client().get("/api/state", headers={"Host": host})
 
             assert response.status_code == status
