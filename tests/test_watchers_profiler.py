@@ -78,9 +78,13 @@ class TestProfilerSetting:
 
         await profiler.enable()
         assert await profile_status(db) == (1, 0)
-        await profiler.restore()
+        with capture_logs() as logs:
+            await profiler.restore()
 
         assert await profile_status(db) == (1, 250)
+        [restored] = [log for log in logs if log["event"] == "profiler_restored"]
+        # Not `level`: the log line's own level would overwrite it.
+        assert (restored["profiling_level"], restored["slowms"]) == (1, 250)
 
     async def test_context_manager_restores_the_level_off(
         self, db: Any, profiler_reset: None

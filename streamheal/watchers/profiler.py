@@ -98,7 +98,7 @@ class ProfilerWatcher:
         status = await self.db.command("profile", PROFILE_STATUS, comment=COMMENT)
         if status.get("was") == PROFILE_ALL_OPERATIONS:
             self.events.info(
-                "profiler_kept", database=self.db.name, level=status["was"]
+                "profiler_kept", database=self.db.name, profiling_level=status["was"]
             )
             return
 
@@ -144,7 +144,7 @@ class ProfilerWatcher:
         self.events.info(
             "profiler_restored",
             database=self.db.name,
-            level=previous["was"],
+            profiling_level=previous["was"],
             slowms=previous["slowms"],
         )
 
