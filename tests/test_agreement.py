@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from streamheal.config import parse_settings
 from streamheal.rules import Rule, Violation, Write
+from tests.helpers import running_monitor, settings_for, wait_for_state
 
 
 EXAMPLES_PER_RULE = 25
@@ -152,3 +153,101 @@ async def test_deleting_parents_reports_every_new_orphan(
 
     # Deleting parents only adds orphans: the old ones plus those reported.
     assert {v.id async for v in rule.sweep(db)} == before | reported
+
+
+# Every kind at once, each rule under its own name, for the monitor test below.
+MONITOR_RULES = "".join(
+    f"  - name: {name}\n    collection: items\n    mode: detect\n    {body}\n"
+    for name, body in RULES.items()
+)
+MONITOR_EXAMPLES = 12
+OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["insert", "replace", "delete", "parent"]),
+        st.integers(min_value=0, max_value=7),
+        st.one_of(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "v": VALUES,
+                    "n": st.fixed_dictionaries({}, optional={"v": VALUES}),
+                },
+            )
+        ),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+async def apply_operations(
+    db: Any, operations: list[tuple[str, int, dict[str, Any]]], first_new_id: int
+) -> int:
+    """Run the writes; return how many changed something (one change event each).
+
+    A replace always writes a new `rev`, so that it never leaves the document
+    as it was (a write that changes nothing has no change event).
+    """
+    changes = 0
+    next_id = first_new_id
+    for revision, (operation, target, document) in enumerate(operations):
+        if operation == "insert":
+            await db.items.insert_one({"_id": next_id, **document})
+            next_id += 1
+            changes += 1
+        elif operation == "replace":
+            result = await db.items.replace_one(
+                {"_id": target}, {**document, "rev": revision}
+            )
+            changes += result.modified_count
+        elif operation == "delete":
+            result = await db.items.delete_one({"_id": target})
+            changes += result.deleted_count
+        else:
+            result = await db.parents.replace_one(
+                {"_id": target % 4}, {"code": document.get("v"), "rev": revision}
+            )
+            changes += result.modified_count
+    return changes
+
+
+def writes_handled(state: Any, changes: int) -> bool:
+    """Every change event arrived and every batch's checks have finished."""
+    sizes = state.write_batch_sizes
+    return sizes.total >= changes and state.stream_batches == sizes.observations
+
+
+@settings(
+    max_examples=MONITOR_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(documents=DOCUMENTS, parents=PARENTS, operations=OPERATIONS)
+async def test_the_queue_after_writes_is_what_a_sweep_finds(
+    db: Any,
+    mongo_uri: str,
+    documents: list[dict[str, Any]],
+    parents: list[dict[str, Any]],
+    operations: list[tuple[str, int, dict[str, Any]]],
+) -> None:
+    """Inserts, replaces and deletes through the stream leave the sweep's answer.
+
+    Violations the writes create must be queued, and those they end (a
+    duplicate's twin deleted, a parent appearing) must leave the queue.
+    """
+    items = numbered(documents)
+    await fill(db, items, numbered(parents))
+    await db.streamheal_state.drop()
+    monitor_settings = settings_for(
+        db.name, MONITOR_RULES, "  sweep_interval: 1h\n  queue_max: 1000"
+    )
+
+    async with running_monitor(mongo_uri, monitor_settings) as monitor:
+        changes = await apply_operations(db, operations, len(items))
+        await wait_for_state(monitor, lambda state: writes_handled(state, changes))
+        queued = summary([entry.violation for entry in monitor.queue])
+
+    swept: dict[str, tuple[Any, ...]] = {}
+    for rule in monitor_settings.build_rules():
+        swept |= summary([v async for v in rule.sweep(db)])
+    assert queued == swept
