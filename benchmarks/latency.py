@@ -38,7 +38,7 @@ WAIT_TIMEOUT_S = 10.0
 MS_PER_S = 1000
 RULES = """\
 mongodb: {{uri: unused, database: {database}}}
-engine: {{sweep_interval: 1h, batch_window: {batch_window}}}
+engine: {{sweep_interval: 1h, batch_window: {batch_window}, queue_max: 100000}}
 logging: {{file: null}}
 rules:
   - {{name: need_customer, kind: required, collection: orders, fields: [customer]}}
