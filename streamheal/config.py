@@ -42,6 +42,7 @@ _SECRET_OPTION = re.compile(
 # https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
 DATABASE_NAME_FORBIDDEN = '/\\. "$*<>:|?\0'
 DATABASE_NAME_MAX_BYTES = 63
+MIN_SWEEP_INTERVAL_S = 1.0
 
 
 class MongoSettings(StrictModel):
@@ -84,6 +85,16 @@ class EngineSettings(StrictModel):
     retry_backoff: Duration = 1.0
     batch_window: Duration = 0.01
     profiler_poll: Duration = 1.0
+
+    @field_validator("sweep_interval")
+    @classmethod
+    def _sweeps_apart(cls, interval_s: float) -> float:
+        if interval_s < MIN_SWEEP_INTERVAL_S:
+            raise ValueError(
+                "a sweep reads every watched collection, so sweeps must be at "
+                f"least {MIN_SWEEP_INTERVAL_S:g} s apart"
+            )
+        return interval_s
 
     @property
     def default_mode(self) -> Mode:

@@ -150,9 +150,25 @@ class TestDurations:
     def test_a_duration_is_read_in_seconds(
         self, tmp_path: Path, written: str, seconds: float
     ) -> None:
-        settings = load_with_engine(tmp_path, f"  sweep_interval: {written}\n")
+        settings = load_with_engine(tmp_path, f"  fix_delay: {written}\n")
 
-        assert settings.engine.sweep_interval == seconds
+        assert settings.engine.fix_delay == seconds
+
+    @pytest.mark.parametrize("written", ["0", "500ms", "0.9"])
+    def test_a_sweep_interval_under_a_second_is_refused(
+        self, tmp_path: Path, written: str
+    ) -> None:
+        with pytest.raises(RuleFileError) as caught:
+            load_with_engine(tmp_path, f"  sweep_interval: {written}\n")
+
+        assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+            (
+                4,
+                "engine.sweep_interval",
+                "a sweep reads every watched collection, so sweeps must be at "
+                "least 1 s apart.",
+            )
+        ]
 
     @pytest.mark.parametrize(
         ("written", "message"),
