@@ -213,9 +213,49 @@ def _problem_from(
         message = "is not a known setting here (check its spelling and indentation)"
     elif error["type"] == "missing":
         message = "is required"
+    elif message.startswith(PYDANTIC_PREFIX):
+        message = _plain_expectation(error)
     return RuleFileProblem(
         source, line_of(lines, path), format_path(path), f"{message}."
     )
+
+
+PYDANTIC_PREFIX = "Input should be "
+# What a type error expects, in the words of someone writing YAML.
+EXPECTED_BY_TYPE = {
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list (`[a, b]` or lines starting with `- `)",
+    "dict_type": "a mapping (`key: value` lines)",
+    "model_type": "a mapping (`key: value` lines)",
+    "model_attributes_type": "a mapping (`key: value` lines)",
+}
+SHOWN_VALUE_MAX_CHARS = 60
+
+
+def _plain_expectation(error: Any) -> str:
+    """Pydantic's "Input should be ..." as what was expected and what was found."""
+    expected = EXPECTED_BY_TYPE.get(error["type"])
+    if expected is None:
+        expected = str(error["msg"]).removeprefix(PYDANTIC_PREFIX)
+    return f"expected {expected}, not {_shown(error.get('input'))}"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    text = repr(value)
+    if len(text) > SHOWN_VALUE_MAX_CHARS:
+        text = text[: SHOWN_VALUE_MAX_CHARS - 3] + "..."
+    return text
 
 
 def _kind_at(data: Any, index: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamheal.config import Settings, describe_invalid_uri, load_settings
 from streamheal.errors import RuleFileError, RuleFileProblem
 
 
+LOAD_TIMEOUT_S = 10.0
 ONE_RULE = "  - {name: a, kind: required, collection: users, fields: [email]}\n"
 
 
@@ -301,3 +303,96 @@ class TestInvalidUriMessages:
             "it is not a valid MongoDB connection string "
             f"(the driver could not parse it).{hint}"
         )
+
+
+class TestAliases:
+    def test_a_fragment_reused_through_an_anchor_and_alias_loads(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  database: shop\nrules:\n"
+            "  - name: a\n    kind: required\n    collection: users\n"
+            "    fields: &contact [email, phone]\n"
+            "  - name: b\n    kind: required\n    collection: customers\n"
+            "    fields: *contact\n",
+        )
+
+        settings = load_settings(path, environ={})
+
+        assert [
+            (rule.name, rule.model_dump()["fields"]) for rule in settings.rules
+        ] == [("a", ["email", "phone"]), ("b", ["email", "phone"])]
+
+    async def test_nested_aliases_expanding_to_millions_stop_at_once(
+        self, tmp_path: Path
+    ) -> None:
+        """A "billion laughs" file is refused at the alias that passes the limit."""
+        nine = ", ".join(["lol"] * 9)
+        levels = "".join(
+            f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+            for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+        )
+        # Expanded, i holds 9**9 (387,420,489) values. Counting a as 10, b as
+        # 91 and so on, the second *e on line 6 is the first to pass 100,000.
+        path = write_rules(tmp_path, f"a: &a [{nine}]\n{levels}")
+
+        with pytest.raises(RuleFileError) as caught:
+            await asyncio.wait_for(
+                asyncio.to_thread(load_settings, path, environ={}),
+                LOAD_TIMEOUT_S,
+            )
+
+        assert caught.value.problems == [
+            RuleFileProblem(
+                str(path),
+                6,
+                "(syntax)",
+                "aliases here expand to more than 100,000 values; a rule file "
+                "this large is not supported.",
+            )
+        ]
+
+    def test_an_alias_inside_its_own_anchor_is_a_problem(self, tmp_path: Path) -> None:
+        path = write_rules(tmp_path, "rules: &loop\n  - *loop\n")
+
+        with pytest.raises(RuleFileError) as caught:
+            load_settings(path, environ={})
+
+        assert caught.value.problems == [
+            RuleFileProblem(
+                str(path),
+                2,
+                "(syntax)",
+                "the alias *loop is inside the value it names; a rule file "
+                "cannot refer to itself.",
+            )
+        ]
+
+
+class TestTypeMistakes:
+    def test_each_says_what_was_expected_and_what_was_found(
+        self, tmp_path: Path
+    ) -> None:
+        path = write_rules(
+            tmp_path,
+            "mongodb:\n  database: shop\n"
+            "engine:\n  queue_max: lots\n  auto_fix: maybe\n"
+            "dashboard: [1, 2]\n"
+            "rules:\n"
+            "  - {name: a, kind: required, collection: users, fields: x}\n",
+        )
+
+        with pytest.raises(RuleFileError) as caught:
+            load_settings(path, environ={})
+
+        assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+            (4, "engine.queue_max", "expected a whole number, not 'lots'."),
+            (5, "engine.auto_fix", "expected true or false, not 'maybe'."),
+            (6, "dashboard", "expected a mapping (`key: value` lines), not a list."),
+            (
+                8,
+                "rules[0].fields",
+                "expected a list (`[a, b]` or lines starting with `- `), not 'x'.",
+            ),
+        ]

@@ -294,12 +294,13 @@ class TestRuleFile:
             ),
             (
                 "    normalize: [upper]\n",
-                "<rules>:8: rules[0].normalize[0]: Input should be 'lowercase' "
-                "or 'trim'.",
+                "<rules>:8: rules[0].normalize[0]: expected 'lowercase' or "
+                "'trim', not 'upper'.",
             ),
             (
                 "    fix: merge\n",
-                "<rules>:8: rules[0].fix: Input should be 'delete' or 'archive'.",
+                "<rules>:8: rules[0].fix: expected 'delete' or 'archive', "
+                "not 'merge'.",
             ),
         ],
     )
