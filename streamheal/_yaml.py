@@ -23,8 +23,88 @@ _VARIABLE = re.compile(
 )
 
 
+# Far above any real rule file (the examples hold a few hundred values), far
+# below what makes loading slow: nested aliases ("billion laughs") multiply.
+MAX_EXPANDED_VALUES = 100_000
+
+
 class _LineLoader(yaml.SafeLoader):
-    """A safe loader that keeps the start mark of every node it builds."""
+    """A safe loader that refuses aliases expanding to too many values.
+
+    An alias is one node in the composed graph, but every walk over the
+    document (line collection, ${VAR} expansion, validation) visits it once
+    per reference, so the loader counts values with aliases expanded and stops
+    at the alias that passes `MAX_EXPANDED_VALUES`.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded_values = 0
+        self._expanded_sizes: dict[int, int] = {}
+        self._open_anchors: set[str] = set()
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in PyYAML's stubs
+        if isinstance(event, yaml.AliasEvent):
+            return self._compose_alias(event, parent, index)
+
+        # An alias inside its own anchor's value would make every walk endless.
+        anchor = getattr(event, "anchor", None)
+        if anchor is not None:
+            self._open_anchors.add(anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._open_anchors.discard(anchor)
+        self._expanded_values += 1
+
+        return node
+
+    def _compose_alias(
+        self, event: yaml.AliasEvent, parent: yaml.Node | None, index: int
+    ) -> yaml.Node | None:
+        if event.anchor in self._open_anchors:
+            raise _problem_at(
+                event,
+                f"the alias *{event.anchor} is inside the value it names; "
+                "a rule file cannot refer to itself",
+            )
+
+        node = super().compose_node(parent, index)
+        if node is not None:
+            self._expanded_values += self._expanded_size(node)
+        if self._expanded_values > MAX_EXPANDED_VALUES:
+            raise _problem_at(
+                event,
+                f"aliases here expand to more than {MAX_EXPANDED_VALUES:,} values; "
+                "a rule file this large is not supported",
+            )
+
+        return node
+
+    def _expanded_size(self, node: yaml.Node) -> int:
+        """How many values the node stands for with every alias in it expanded."""
+        size = self._expanded_sizes.get(id(node))
+        if size is not None:
+            return size
+
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        size = 1 + sum(self._expanded_size(child) for child in children)
+        self._expanded_sizes[id(node)] = size
+
+        return size
+
+
+def _problem_at(event: yaml.Event, problem: str) -> yaml.YAMLError:
+    # The pure-Python loader's marks are yaml.error.Mark; the stubs also allow
+    # the C loader's.
+    mark = event.start_mark if isinstance(event.start_mark, yaml.error.Mark) else None
+
+    return yaml.composer.ComposerError(None, None, problem, mark)
 
 
 def _compose_with_lines(text: str) -> tuple[Any, dict[Path, int]]:
