@@ -18,8 +18,10 @@ from streamheal.errors import RuleFileProblem
 
 Path = tuple[str | int, ...]
 
+# `$${` stands for a literal `${` (a password holding one, say).
+ESCAPED_OPENING = "$${"
 _VARIABLE = re.compile(
-    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
+    r"\$\$\{|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}"
 )
 
 
@@ -219,6 +221,8 @@ def expand_variables(
         return data, problems
 
     def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == ESCAPED_OPENING:
+            return "${"
         name, default = match.group("name"), match.group("default")
         value = env.get(name)
         if default is not None:

@@ -50,6 +50,9 @@ class TestVariables:
                 {"SCHEME": "mongodb+srv", "HOST": "c.example.net"},
                 "mongodb+srv://c.example.net/",
             ),
+            ("p$${w}d", {"w": "x"}, "p${w}d"),
+            ("$${HOST}-${HOST}", {"HOST": "db1"}, "${HOST}-db1"),
+            ("$$x", {}, "$$x"),
         ],
         ids=[
             "set",
@@ -61,6 +64,9 @@ class TestVariables:
             "empty, empty default",
             "several in a longer string",
             "default at the start",
+            "a literal ${ written $${",
+            "escaped beside expanded",
+            "other dollars kept",
         ],
     )
     def test_a_variable_in_a_string_is_expanded(
