@@ -140,3 +140,61 @@ def test_describes_itself() -> None:
 
     assert rule.describe() == 'orders.status must be one of "new", "paid", "$admin"'
     assert rule.describe_fix() == "move the document to orders_quarantine"
+
+
+@pytest.mark.parametrize(
+    ("values", "default", "message"),
+    [
+        (
+            "[new, paid]",
+            "zzz",
+            '<rules>:4: rules[0]: the default "zzz" would still violate the rule; '
+            'it must be one of "new", "paid".',
+        ),
+        (
+            "[new, paid]",
+            "[new, lost, null, gone]",
+            '<rules>:4: rules[0]: the default ["new","lost",null,"gone"] holds '
+            '"lost", "gone", which would still violate the rule; every element '
+            'must be one of "new", "paid".',
+        ),
+        # MongoDB's $in never finds true equal to 1, though Python does.
+        (
+            "[1, 2]",
+            "true",
+            "<rules>:4: rules[0]: the default true would still violate the rule; "
+            "it must be one of 1, 2.",
+        ),
+    ],
+)
+def test_a_default_outside_the_values_is_refused(
+    values: str, default: str, message: str
+) -> None:
+    body = RULE.replace("[new, paid, $admin]", values)
+
+    with pytest.raises(RuleFileError) as caught:
+        make_rule(body + f"    fix: set_default\n    default: {default}\n")
+
+    assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("values", "fix", "default", "expected"),
+    [
+        ("[new, paid]", "set_default", "paid", "paid"),
+        ("[1, 2]", "set_default", "2.0", 2.0),
+        ("[new, paid]", "set_default", "[new, null, paid]", ["new", None, "paid"]),
+        # Null is never judged by `allowed`, so setting it ends the violation.
+        ("[new, paid]", "set_default", "null", None),
+        # Only a default the fix sets has to be allowed.
+        ("[new, paid]", "quarantine", "zzz", "zzz"),
+    ],
+)
+def test_a_default_the_fix_may_set_loads(
+    values: str, fix: str, default: str, expected: Any
+) -> None:
+    body = RULE.replace("[new, paid, $admin]", values)
+
+    rule = make_rule(body + f"    fix: {fix}\n    default: {default}\n")
+
+    assert rule.spec.default == expected

@@ -118,3 +118,52 @@ def test_rule_file_mistakes(change: tuple[str, str], message: str) -> None:
         make_rule(RULE.replace(*change))
 
     assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "    fix: set_default\n    default: A@X.IO\n",
+            '<rules>:4: rules[0]: the default "A@X.IO" does not match, so it would '
+            r"still violate the rule; it must be a string matching "
+            r"/^[a-z]+@[a-z]+\.io$/.",
+        ),
+        (
+            "    fix: set_default\n    default: [a@x.io, 5, bad, null]\n",
+            '<rules>:4: rules[0]: the default ["a@x.io",5,"bad",null] holds "bad", '
+            "which does not match, so it would still violate the rule; every "
+            r"element must be a string matching /^[a-z]+@[a-z]+\.io$/.",
+        ),
+        (
+            "    options: m\n    fix: set_default\n    default: A@X.IO\n",
+            '<rules>:4: rules[0]: the default "A@X.IO" does not match, so it would '
+            r"still violate the rule; it must be a string matching "
+            r"/^[a-z]+@[a-z]+\.io$/m.",
+        ),
+    ],
+)
+def test_a_default_that_does_not_match_is_refused(change: str, message: str) -> None:
+    with pytest.raises(RuleFileError) as caught:
+        make_rule(RULE + change)
+
+    assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("    fix: set_default\n    default: a@x.io\n", "a@x.io"),
+        # The options reach the check: `i` ignores case, as on the server.
+        ("    options: i\n    fix: set_default\n    default: A@X.IO\n", "A@X.IO"),
+        # Only strings are judged; anything else is `type`'s question.
+        ("    fix: set_default\n    default: 5\n", 5),
+        ("    fix: set_default\n    default: [a@x.io, 5]\n", ["a@x.io", 5]),
+        # Only a default the fix sets has to match.
+        ("    default: bad\n", "bad"),
+    ],
+)
+def test_a_default_the_rule_accepts_loads(change: str, expected: Any) -> None:
+    rule = make_rule(RULE + change)
+
+    assert rule.spec.default == expected

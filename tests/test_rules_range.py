@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from bson.decimal128 import Decimal128
 
+from streamheal._bson import to_json_value
 from streamheal.config import parse_settings
 from streamheal.errors import RuleFileError
 from streamheal.rules import Operation, Rule, Write
@@ -151,3 +152,91 @@ def test_describes_itself() -> None:
     assert (
         make_rule(RULE).describe() == "prices.amount must be at least 0 and at most 100"
     )
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            RULE + "    fix: set_default\n    default: 150\n",
+            "<rules>:4: rules[0]: the default 150 is out of range, so it would still "
+            "violate the rule; it must be at least 0 and at most 100.",
+        ),
+        (
+            RULE + "    fix: set_default\n    default: -0.5\n",
+            "<rules>:4: rules[0]: the default -0.5 is out of range, so it would still "
+            "violate the rule; it must be at least 0 and at most 100.",
+        ),
+        (
+            RULE + "    fix: set_default\n    default: [5, 200, null, -3]\n",
+            "<rules>:4: rules[0]: the default [5,200,null,-3] holds 200, -3, which "
+            "is out of range, so it would still violate the rule; every element "
+            "must be at least 0 and at most 100.",
+        ),
+        (
+            RULE + "    fix: set_default\n    default: cheap\n",
+            '<rules>:4: rules[0]: the default "cheap" is not a number like the '
+            "bounds, so the rule cannot compare it; it must be a number at least 0 "
+            "and at most 100.",
+        ),
+        (
+            RULE + "    fix: set_default\n    default: true\n",
+            "<rules>:4: rules[0]: the default true is not a number like the bounds, "
+            "so the rule cannot compare it; it must be a number at least 0 and at "
+            "most 100.",
+        ),
+        # NaN sorts below every number in MongoDB, so it is under any minimum.
+        (
+            RULE + "    fix: set_default\n    default: .nan\n",
+            '<rules>:4: rules[0]: the default {"$numberDouble":"NaN"} is out of '
+            "range, so it would still violate the rule; it must be at least 0 and "
+            "at most 100.",
+        ),
+        (
+            RULE.replace("    min: 0\n    max: 100\n", "    min: 2024-01-01\n")
+            + "    fix: set_default\n    default: 2023-12-31\n",
+            '<rules>:4: rules[0]: the default {"$date":"2023-12-31T00:00:00Z"} is '
+            "out of range, so it would still violate the rule; it must be at least "
+            '{"$date":"2024-01-01T00:00:00Z"}.',
+        ),
+        (
+            RULE.replace("    min: 0\n    max: 100\n", "    max: m\n")
+            + "    fix: set_default\n    default: n\n",
+            '<rules>:4: rules[0]: the default "n" is out of range, so it would still '
+            'violate the rule; it must be at most "m".',
+        ),
+    ],
+)
+def test_a_default_outside_the_range_is_refused(rule: str, message: str) -> None:
+    with pytest.raises(RuleFileError) as caught:
+        make_rule(rule)
+
+    assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (RULE + "    fix: set_default\n    default: 0\n", 0),
+        (RULE + "    fix: set_default\n    default: 100.0\n", 100.0),
+        (RULE + "    fix: set_default\n    default: [0, null, 100]\n", [0, None, 100]),
+        # Null is never judged by `range`, so setting it ends the violation.
+        (RULE + "    fix: set_default\n    default: null\n", None),
+        # Only a default the fix sets has to be in range.
+        (RULE + "    default: 150\n", 150),
+        (
+            RULE.replace("    min: 0\n    max: 100\n", "    max: 0\n")
+            + "    fix: set_default\n    default: .nan\n",
+            {"$numberDouble": "NaN"},
+        ),
+        (
+            RULE.replace("    min: 0\n    max: 100\n", "    min: 2024-01-01\n")
+            + "    fix: set_default\n    default: 2024-01-01\n",
+            {"$date": "2024-01-01T00:00:00Z"},
+        ),
+    ],
+)
+def test_a_default_within_the_range_loads(rule: str, expected: Any) -> None:
+    loaded = make_rule(rule)
+
+    assert to_json_value(loaded.spec.default) == expected

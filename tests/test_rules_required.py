@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from streamheal.config import parse_settings
+from streamheal.errors import RuleFileError
 from streamheal.rules import Rule, Write
 
 
@@ -85,3 +88,65 @@ async def test_empty_string_counts_only_when_asked(db: Any) -> None:
     rule = make_rule(RULE + "    empty_is_missing: false\n")
 
     assert [v async for v in rule.sweep(db)] == []
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            "    fix: set_default\n    defaults: {email: null, name: Anon}\n",
+            "<rules>:4: rules[0]: the default null for email counts as missing, so "
+            "it would still violate the rule; it must be a value other than null.",
+        ),
+        (
+            "    fix: set_default\n    defaults: {email: '', name: Anon}\n",
+            '<rules>:4: rules[0]: the default "" for email counts as missing while '
+            "empty_is_missing is true, so it would still violate the rule; it must "
+            'be a value other than null and "".',
+        ),
+        (
+            "    fix: set_default\n    defaults: {email: null, name: ''}\n",
+            "<rules>:4: rules[0]: the default null for email counts as missing, so "
+            "it would still violate the rule; it must be a value other than null. "
+            'The default "" for name counts as missing while empty_is_missing is '
+            "true, so it would still violate the rule; it must be a value other "
+            'than null and "".',
+        ),
+    ],
+)
+def test_a_default_that_counts_as_missing_is_refused(change: str, message: str) -> None:
+    with pytest.raises(RuleFileError) as caught:
+        make_rule(RULE + change)
+
+    assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            "    fix: set_default\n    defaults: {email: none@x, name: 0}\n",
+            {"email": "none@x", "name": 0},
+        ),
+        # false, an empty list and an empty sub-document are values, not gaps.
+        (
+            "    fix: set_default\n    defaults: {email: false, name: []}\n",
+            {"email": False, "name": []},
+        ),
+        (
+            "    fix: set_default\n    defaults: {email: {}, name: [null]}\n",
+            {"email": {}, "name": [None]},
+        ),
+        (
+            "    empty_is_missing: false\n    fix: set_default\n"
+            "    defaults: {email: '', name: Anon}\n",
+            {"email": "", "name": "Anon"},
+        ),
+        # Only defaults the fix sets are judged.
+        ("    defaults: {email: null, name: ''}\n", {"email": None, "name": ""}),
+    ],
+)
+def test_defaults_that_are_present_load(change: str, expected: Any) -> None:
+    rule = make_rule(RULE + change)
+
+    assert rule.spec.defaults == expected

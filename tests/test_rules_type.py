@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -187,3 +188,110 @@ def test_describes_itself_and_its_fix() -> None:
 
     assert rule.describe() == "items.qty must be of type int or long"
     assert rule.describe_fix() == "convert qty to int or long"
+
+
+@pytest.mark.parametrize(
+    ("types", "default", "message"),
+    [
+        (
+            "[int, long]",
+            "'42'",
+            '<rules>:4: rules[0]: the default "42" is stored as string, so it would '
+            "still violate the rule; it must be of type int or long.",
+        ),
+        # A boolean is its own BSON type, though Python counts it as an int.
+        (
+            "[int, long]",
+            "true",
+            "<rules>:4: rules[0]: the default true is stored as bool, so it would "
+            "still violate the rule; it must be of type int or long.",
+        ),
+        # The driver stores a whole number as int when it fits in 32 bits.
+        (
+            "[long]",
+            "5",
+            "<rules>:4: rules[0]: the default 5 is stored as int (it fits in 32 "
+            "bits), so it would still violate the rule; it must be of type long.",
+        ),
+        (
+            "[int]",
+            "2147483648",
+            "<rules>:4: rules[0]: the default 2147483648 is stored as long (it does "
+            "not fit in 32 bits), so it would still violate the rule; it must be of "
+            "type int.",
+        ),
+        (
+            "[int, long]",
+            "9223372036854775808",
+            "<rules>:4: rules[0]: the default 9223372036854775808 cannot be stored "
+            "in MongoDB; it must be of type int or long.",
+        ),
+        (
+            "[int, long]",
+            "4.0",
+            "<rules>:4: rules[0]: the default 4.0 is stored as double, so it would "
+            "still violate the rule; it must be of type int or long.",
+        ),
+        (
+            "[string]",
+            "{a: 1}",
+            '<rules>:4: rules[0]: the default {"a":1} is stored as object, so it '
+            "would still violate the rule; it must be of type string.",
+        ),
+        # `type` judges the whole value: a list is an array, whatever it holds.
+        (
+            "[int, long]",
+            "[1]",
+            "<rules>:4: rules[0]: the default [1] is stored as array, so it would "
+            "still violate the rule; it must be of type int or long.",
+        ),
+        (
+            "[string]",
+            "2024-01-01",
+            '<rules>:4: rules[0]: the default {"$date":"2024-01-01T00:00:00Z"} is '
+            "stored as date, so it would still violate the rule; it must be of type "
+            "string.",
+        ),
+    ],
+)
+def test_a_default_of_another_type_is_refused(
+    types: str, default: str, message: str
+) -> None:
+    body = RULE.replace("[int, long]", types)
+
+    with pytest.raises(RuleFileError) as caught:
+        make_rule(body + f"    fix: set_default\n    default: {default}\n")
+
+    assert [str(p) for p in caught.value.problems] == [message]
+
+
+@pytest.mark.parametrize(
+    ("types", "default", "expected"),
+    [
+        ("[int]", "-2147483648", -2147483648),
+        ("[long]", "2147483648", 2147483648),
+        ("[number]", "4.5", 4.5),
+        ("[double]", ".inf", float("inf")),
+        ("[bool]", "false", False),
+        ("[string]", "''", ""),
+        ("[object]", "{a: [1]}", {"a": [1]}),
+        ("[array]", "[]", []),
+        ("[date]", "2024-01-01T12:00:00Z", dt.datetime(2024, 1, 1, 12, tzinfo=dt.UTC)),
+        # Null is never judged by `type`, so setting it ends the violation.
+        ("[int]", "null", None),
+    ],
+)
+def test_a_default_of_an_accepted_type_loads(
+    types: str, default: str, expected: Any
+) -> None:
+    body = RULE.replace("[int, long]", types)
+
+    rule = make_rule(body + f"    fix: set_default\n    default: {default}\n")
+
+    assert (type(rule.spec.default), rule.spec.default) == (type(expected), expected)
+
+
+def test_only_a_default_the_fix_sets_is_judged() -> None:
+    rule = make_rule(RULE + "    fix: convert\n    default: 'x'\n")
+
+    assert rule.spec.default == "x"

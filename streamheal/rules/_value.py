@@ -9,10 +9,11 @@ question, and answering it twice would queue one problem as two violations.
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import abstractmethod
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamheal._bson import to_json_text, to_json_value
 from streamheal.errors import FixError
@@ -41,11 +42,66 @@ class ValueSpec(RuleSpec):
     fix: Literal["set_default", "quarantine"] = "quarantine"
     default: Any = None
 
+    @field_validator("default", mode="before")
+    @classmethod
+    def _default_date(cls, default: Any) -> Any:
+        return as_datetime(default)
+
     @model_validator(mode="after")
     def _default_given(self) -> ValueSpec:
         if self.fix == "set_default" and "default" not in self.model_fields_set:
             raise ValueError("fix: set_default needs a `default` value to set")
         return self
+
+    def expectation(self) -> str:
+        """What an accepted value looks like, to finish a sentence."""
+        raise NotImplementedError(f"{type(self).__name__} must say what it accepts")
+
+
+def as_datetime(value: Any) -> Any:
+    """A YAML date (2024-01-01) as midnight UTC of that day; anything else as is.
+
+    BSON has no date without a time, and midnight UTC is what a user writing
+    the day means.
+    """
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return dt.datetime.combine(value, dt.time(), tzinfo=dt.UTC)
+    return value
+
+
+def judged_values(value: Any, *, elements: bool = True) -> list[Any]:
+    """The values a kind judges when a field holds `value`.
+
+    Null is never judged (see the module's docstring); an array is judged
+    element by element, nulls skipped, when the kind judges elements.
+    """
+    if elements and isinstance(value, list):
+        return [item for item in value if item is not None]
+    return [] if value is None else [value]
+
+
+def refuse_default(
+    default: Any,
+    rejected: list[Any],
+    reason: str,
+    expectation: str,
+    *,
+    elements: bool = True,
+) -> ValueError:
+    """The rule-file error for a `default` that the rule itself would reject.
+
+    Setting such a default cannot end the violation; the fixer would repair
+    the document again every time it is found.
+    """
+    if elements and isinstance(default, list):
+        shown = ", ".join(to_json_text(value) for value in rejected)
+        return ValueError(
+            f"the default {to_json_text(default)} holds {shown}, which {reason}; "
+            f"every element must be {expectation}"
+        )
+    return ValueError(
+        f"the default {to_json_text(default)} {reason}; it must be {expectation}"
+    )
 
 
 def is_present(value: Any) -> Expression:
@@ -83,9 +139,9 @@ class ValueRule(DocumentRule):
     def is_bad(self, value: Any) -> Expression:
         """An expression that is true when `value` (never null) is not accepted."""
 
-    @abstractmethod
     def expectation(self) -> str:
         """What an accepted value looks like, to finish a sentence."""
+        return self.spec.expectation()
 
     def describe(self) -> str:
         return f"{self.collection}.{self.spec.field} must be {self.expectation()}"

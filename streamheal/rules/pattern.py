@@ -15,7 +15,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from streamheal.rules._base import Severity
-from streamheal.rules._value import Expression, ValueRule, ValueSpec, is_string
+from streamheal.rules._value import (
+    Expression,
+    ValueRule,
+    ValueSpec,
+    is_string,
+    judged_values,
+    refuse_default,
+)
 
 
 # The $regexMatch options MongoDB accepts, and Python's flag for each.
@@ -40,16 +47,44 @@ class PatternSpec(ValueSpec):
 
     @model_validator(mode="after")
     def _regex_compiles(self) -> PatternSpec:
-        flags = 0
-        for option in self.options:
-            flags |= OPTION_FLAGS[option]
         try:
-            re.compile(self.regex, flags)
+            self.compile()
         except re.error as exc:
             raise ValueError(
                 f"the regular expression {self.regex!r} does not compile: {exc}"
             ) from None
         return self
+
+    @model_validator(mode="after")
+    def _default_matches(self) -> PatternSpec:
+        # Only strings are judged: a default of another type ends the
+        # violation (and is `type`'s question).
+        if self.fix != "set_default":
+            return self
+        regex = self.compile()
+        rejected = [
+            value
+            for value in judged_values(self.default)
+            if isinstance(value, str) and not regex.search(value)
+        ]
+        if rejected:
+            raise refuse_default(
+                self.default,
+                rejected,
+                "does not match, so it would still violate the rule",
+                self.expectation(),
+            )
+        return self
+
+    def compile(self) -> re.Pattern[str]:
+        """The expression in Python's `re`, searched like `$regexMatch` does."""
+        flags = 0
+        for option in self.options:
+            flags |= OPTION_FLAGS[option]
+        return re.compile(self.regex, flags)
+
+    def expectation(self) -> str:
+        return f"a string matching /{self.regex}/{self.options}"
 
 
 class PatternRule(ValueRule):
@@ -68,6 +103,3 @@ class PatternRule(ValueRule):
             }
         }
         return {"$cond": [is_string(value), {"$not": [matches]}, False]}
-
-    def expectation(self) -> str:
-        return f"a string matching /{self.spec.regex}/{self.spec.options}"

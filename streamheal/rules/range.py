@@ -9,13 +9,22 @@ sorts above every number) would otherwise make it look out of range.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
 from streamheal._bson import to_json_text
 from streamheal.rules._base import Severity
-from streamheal.rules._value import Expression, ValueRule, ValueSpec, is_string
+from streamheal.rules._value import (
+    Expression,
+    ValueRule,
+    ValueSpec,
+    as_datetime,
+    is_string,
+    judged_values,
+    refuse_default,
+)
 
 
 Bound = int | float | str | dt.datetime
@@ -28,6 +37,20 @@ def family_of(bound: Bound) -> str:
     if isinstance(bound, dt.datetime):
         return "date"
     return "number"
+
+
+def family_of_value(value: Any) -> str | None:
+    """The type family a value from the rule file belongs to, if any.
+
+    A boolean is not a number here, as `$isNumber` says.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str | dt.datetime):
+        return family_of(value)
+    return None
 
 
 def is_in_family(family: str, value: Any) -> Expression:
@@ -46,10 +69,7 @@ class RangeSpec(ValueSpec):
     @field_validator("min", "max", mode="before")
     @classmethod
     def _bound_type(cls, bound: Any) -> Any:
-        # YAML reads 2024-01-01 as a date, which BSON cannot hold; midnight
-        # UTC of that day is what a user writing it means.
-        if isinstance(bound, dt.date) and not isinstance(bound, dt.datetime):
-            return dt.datetime.combine(bound, dt.time(), tzinfo=dt.UTC)
+        bound = as_datetime(bound)
         if bound is None or (isinstance(bound, Bound) and not isinstance(bound, bool)):
             return bound
         raise ValueError(f"expected a number, a string or a date, not {bound!r}")
@@ -69,6 +89,58 @@ class RangeSpec(ValueSpec):
             raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
         return self
 
+    @model_validator(mode="after")
+    def _default_in_range(self) -> RangeSpec:
+        if self.fix != "set_default":
+            return self
+        family = self.family()
+        values = judged_values(self.default)
+        other_family = [value for value in values if family_of_value(value) != family]
+        if other_family:
+            raise refuse_default(
+                self.default,
+                other_family,
+                f"is not a {family} like the bounds, so the rule cannot compare it",
+                f"a {family} {self.expectation()}",
+            )
+        outside = [value for value in values if not self.is_within(value)]
+        if outside:
+            raise refuse_default(
+                self.default,
+                outside,
+                "is out of range, so it would still violate the rule",
+                self.expectation(),
+            )
+        return self
+
+    def family(self) -> str:
+        bound = self.min if self.min is not None else self.max
+        assert bound is not None  # _bounds_agree saw at least one bound
+        return family_of(bound)
+
+    def is_within(self, value: Bound) -> bool:
+        """Whether a value of the bounds' family lies within them, as MongoDB says."""
+        if self.min is not None and _is_below(value, self.min):
+            return False
+        return self.max is None or not _is_below(self.max, value)
+
+    def expectation(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"at least {to_json_text(self.min)}")
+        if self.max is not None:
+            parts.append(f"at most {to_json_text(self.max)}")
+        return " and ".join(parts)
+
+
+def _is_below(value: Bound, bound: Bound) -> bool:
+    """`value < bound` in BSON's order, where NaN sorts below every number."""
+    if isinstance(value, float) and math.isnan(value):
+        return not (isinstance(bound, float) and math.isnan(bound))
+    if isinstance(bound, float) and math.isnan(bound):
+        return False
+    return bool(_comparable(value) < _comparable(bound))
+
 
 def _comparable(bound: Bound) -> Any:
     """Naive and aware datetimes cannot be compared; BSON stores UTC for both."""
@@ -83,19 +155,9 @@ class RangeRule(ValueRule):
     spec: RangeSpec
 
     def is_bad(self, value: Any) -> Expression:
-        bound = self.spec.min if self.spec.min is not None else self.spec.max
-        assert bound is not None  # the spec has at least one bound
         outside = []
         if self.spec.min is not None:
             outside.append({"$lt": [value, {"$literal": self.spec.min}]})
         if self.spec.max is not None:
             outside.append({"$gt": [value, {"$literal": self.spec.max}]})
-        return {"$and": [is_in_family(family_of(bound), value), {"$or": outside}]}
-
-    def expectation(self) -> str:
-        parts = []
-        if self.spec.min is not None:
-            parts.append(f"at least {to_json_text(self.spec.min)}")
-        if self.spec.max is not None:
-            parts.append(f"at most {to_json_text(self.spec.max)}")
-        return " and ".join(parts)
+        return {"$and": [is_in_family(self.spec.family(), value), {"$or": outside}]}

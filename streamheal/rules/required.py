@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from streamheal._bson import get_path, to_json_value
+from streamheal._bson import get_path, to_json_text, to_json_value
 from streamheal.rules._base import (
     Database,
     Document,
@@ -71,6 +71,35 @@ class RequiredSpec(RuleSpec):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _defaults_are_present(self) -> RequiredSpec:
+        if self.fix != "set_default":
+            return self
+        missing = self.missing_values()
+        problems: list[str] = []
+        for name in self.fields:
+            default = self.defaults[name]
+            if default not in missing:
+                continue
+            if default is None:
+                reason, allowed = "counts as missing", "a value other than null"
+            else:
+                reason = "counts as missing while empty_is_missing is true"
+                allowed = 'a value other than null and ""'
+            # One sentence per field; the loader ends the last one.
+            article = "The" if problems else "the"
+            problems.append(
+                f"{article} default {to_json_text(default)} for {name} {reason}, so "
+                f"it would still violate the rule; it must be {allowed}"
+            )
+        if problems:
+            raise ValueError(". ".join(problems))
+        return self
+
+    def missing_values(self) -> list[Any]:
+        """The values that count as missing, as well as an absent field."""
+        return [None, ""] if self.empty_is_missing else [None]
+
 
 class RequiredRule(DocumentRule):
     kind: ClassVar[str] = "required"
@@ -86,9 +115,6 @@ class RequiredRule(DocumentRule):
         if self.spec.fix == "quarantine":
             return f"move the document to {self.collection}_quarantine"
         return f"delete the document from {self.collection}"
-
-    def _missing_values(self) -> list[Any]:
-        return [None, ""] if self.spec.empty_is_missing else [None]
 
     def _present(self, name: str) -> dict[str, Any]:
         """A filter for documents that hold a value at `name` that is not missing.
@@ -114,7 +140,7 @@ class RequiredRule(DocumentRule):
         return [{"$match": {"$or": conditions}}, {"$project": projection}]
 
     def missing_fields(self, document: Document) -> list[str]:
-        missing = self._missing_values()
+        missing = self.spec.missing_values()
         return [
             name
             for name in self.spec.fields

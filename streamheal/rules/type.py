@@ -8,19 +8,26 @@ the string "42" in an integer field; anything else needs a person.
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import re
 from typing import Any, ClassVar, Literal
 
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamheal._bson import to_json_text
 from streamheal.errors import FixError
 from streamheal.rules._base import Document, FixPlan, Severity, Violation
 from streamheal.rules._document import plan_replace, set_path
-from streamheal.rules._value import Expression, ValueRule, ValueSpec, value_at
+from streamheal.rules._value import (
+    Expression,
+    ValueRule,
+    ValueSpec,
+    refuse_default,
+    value_at,
+)
 
 
 # The type names `$type` accepts (deprecated ones left out); `number` is the
@@ -36,6 +43,18 @@ INT64_RANGE = range(-(2**63), 2**63)
 INT64_MAX_DIGITS = 20  # longer text cannot be a long (and int() refuses huge text)
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 _NUMBER_TEXT = re.compile(r"-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+# The BSON type the driver stores a value from the rule file as; whole
+# numbers (and bool, an int to Python) are decided in `stored_type`.
+_STORED_TYPES: tuple[tuple[type, str], ...] = (
+    (float, "double"),
+    (str, "string"),
+    (dict, "object"),
+    (list, "array"),
+    (dt.datetime, "date"),
+    (bytes, "binData"),  # YAML's !!binary
+)
+# Why a whole number is of the type it is, for the error that names it.
+_INTEGER_NOTES = {"int": "it fits in 32 bits", "long": "it does not fit in 32 bits"}
 
 
 class TypeSpec(ValueSpec):
@@ -54,12 +73,57 @@ class TypeSpec(ValueSpec):
             )
         return types
 
+    @model_validator(mode="after")
+    def _default_of_accepted_type(self) -> TypeSpec:
+        # Null is never judged, so a null default ends the violation.
+        if self.fix != "set_default" or self.default is None:
+            return self
+        stored = stored_type(self.default)
+        if stored is None:
+            raise ValueError(
+                f"the default {self.default!r} cannot be stored in MongoDB; "
+                f"it must be {self.expectation()}"
+            )
+        if stored not in self.accepted_types():
+            note = _INTEGER_NOTES.get(stored)
+            reason = f"is stored as {stored}" + (f" ({note})" if note else "")
+            raise refuse_default(
+                self.default,
+                [self.default],
+                f"{reason}, so it would still violate the rule",
+                self.expectation(),
+                elements=False,
+            )
+        return self
+
+    def expectation(self) -> str:
+        return "of type " + " or ".join(self.types)
+
     def accepted_types(self) -> list[str]:
         """The type names `$type` can report that the field may hold."""
         names: list[str] = []
         for name in self.types:
             names += NUMERIC_TYPES if name == "number" else [name]
         return list(dict.fromkeys(names))
+
+
+def stored_type(value: Any) -> str | None:
+    """The `$type` name of a value from the rule file once the driver stores it.
+
+    None when the driver cannot store it: an integer beyond 64 bits, a set.
+    """
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        if value in INT32_RANGE:
+            return "int"
+        return "long" if value in INT64_RANGE else None
+    if value is None:
+        return "null"
+    for python_type, name in _STORED_TYPES:
+        if isinstance(value, python_type):
+            return name
+    return None
 
 
 def convert_value(value: Any, target: str) -> Any:
@@ -104,9 +168,6 @@ class TypeRule(ValueRule):
     def is_bad(self, value: Any) -> Expression:
         accepted = {"$literal": self.spec.accepted_types()}
         return {"$not": [{"$in": [{"$type": value}, accepted]}]}
-
-    def expectation(self) -> str:
-        return "of type " + " or ".join(self.spec.types)
 
     def describe_fix(self) -> str:
         if self.spec.fix == "convert":
