@@ -2,7 +2,8 @@
 
 For each violation it re-checks against the data as it is now, plans, holds
 big plans for a person, then backs up, applies and records the fix (one
-transaction where possible) and pauses for the fix delay. Cancellation stops
+transaction where possible), checks that the fix ended the violation, and
+pauses for the fix delay. Cancellation stops
 it between fixes. A fix in progress is never left half-written: its writes
 commit together, or, without transactions, a fix cut short is undone from its
 backups when the fixer starts (`recover_interrupted_fixes`).
@@ -24,7 +25,7 @@ from streamheal.fixer._apply import apply_plan, audit_record, new_fix_id
 from streamheal.fixer._queue import EntryStatus, QueueEntry, ViolationQueue
 from streamheal.fixer._records import BACKUPS, FIXES
 from streamheal.fixer._undo import recover_interrupted_fixes
-from streamheal.rules import COMMENT, Database, FixPlan, Rule
+from streamheal.rules import COMMENT, Database, FixPlan, Rule, Violation
 from streamheal.state import MonitorState, describe_violation
 
 
@@ -256,12 +257,78 @@ class Fixer:
                 backups=record["backups"],
                 backup_collection=BACKUPS,
             )
-        self.queue.remove(entry.id)
+        # Verified before it is reported, so that the state is whole (the
+        # queue included) when the fix_applied line appears.
+        remaining = None
+        if plan.changes_data:
+            await self._step("verify")
+            remaining = await self._recheck_after_fix(rule, violation, fields)
+        if remaining is None:
+            self.queue.remove(entry.id)
         self.state.record_fix(record)
         self.events.info(
             "fix_applied", **fields, fix_id=fix_id, duration_ms=duration_ms
         )
+        if remaining is not None:
+            self._record_ineffective(rule, entry, remaining, fields)
         return plan.changes_data
+
+    async def _recheck_after_fix(
+        self, rule: Rule, violation: Violation, fields: dict[str, Any]
+    ) -> Violation | None:
+        """The violation as the fixed data shows it, or None when the fix ended it.
+
+        A re-check that fails leaves the question open; the fix is then taken
+        to have worked, as it was before this check existed, and the next
+        sweep judges the data. Letting the error reach `fix_one` would retry,
+        and so repeat, a fix that has already been applied.
+        """
+        try:
+            return await rule.recheck(self.db, violation)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.events.warning(
+                "fix_recheck_failed",
+                **fields,
+                fix_id=self._fix_id,
+                error=describe_error(exc),
+            )
+            return None
+
+    def _record_ineffective(
+        self,
+        rule: Rule,
+        entry: QueueEntry,
+        remaining: Violation,
+        fields: dict[str, Any],
+    ) -> None:
+        """Mark a violation that its own fix, just applied, left in place.
+
+        The entry stays in the queue as failed, holding the violation as the
+        fixed data shows it: finding that data again is then no change, so the
+        fix is not applied over and over (each time with a new backup and
+        audit record). A change to the data sends it back to the fixer. The
+        applied fix keeps its audit record and can be rolled back.
+        """
+        entry.violation = remaining
+        entry.attempts += 1
+        entry.status = EntryStatus.FAILED
+        entry.last_error = (
+            f"Fix {self._fix_id} was applied but the violation still holds, so "
+            f"the rule's fix ({rule.describe_fix()}) does not repair it."
+        )
+        self.state.record_fix(self._failure_record(rule, entry))
+        self.events.error(
+            "fix_ineffective",
+            rule=fields["rule"],
+            collection=fields["collection"],
+            violation_id=entry.id,
+            document_id=fields["document_id"],
+            fix_id=self._fix_id,
+            action=fields["action"],
+            error=entry.last_error,
+        )
 
     async def _simulate(
         self, entry: QueueEntry, plan: FixPlan, fields: dict[str, Any]
@@ -312,18 +379,7 @@ class Fixer:
         }
         if entry.attempts >= self.max_attempts:
             entry.status = EntryStatus.FAILED
-            record = {
-                "_id": self._fix_id or new_fix_id(),
-                "violation_id": entry.id,
-                "rule": rule.name,
-                "kind": rule.kind,
-                "collection": rule.collection,
-                "status": "failed",
-                "mode": rule.mode,
-                "error": entry.last_error,
-                "attempts": entry.attempts,
-            }
-            self.state.record_fix(record)
+            self.state.record_fix(self._failure_record(rule, entry))
             self.events.error("fix_failed", **fields)
             return
 
@@ -334,6 +390,20 @@ class Fixer:
         retry_in_s = self.retry_backoff_s * 2 ** (entry.attempts - 1)
         entry.retry_at = time.time() + retry_in_s
         self.events.warning("fix_retried", **fields, retry_in_s=retry_in_s)
+
+    def _failure_record(self, rule: Rule, entry: QueueEntry) -> dict[str, Any]:
+        """What the state's recent fixes show of a violation marked failed."""
+        return {
+            "_id": self._fix_id or new_fix_id(),
+            "violation_id": entry.id,
+            "rule": rule.name,
+            "kind": rule.kind,
+            "collection": rule.collection,
+            "status": "failed",
+            "mode": rule.mode,
+            "error": entry.last_error,
+            "attempts": entry.attempts,
+        }
 
     async def _step(self, step: str, operation: int | None = None) -> None:
         """Show the step on the state and log it, so it can be watched."""

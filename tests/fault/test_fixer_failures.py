@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from pymongo.errors import OperationFailure
 from structlog.testing import capture_logs
 
 from streamheal.fixer import BACKUPS, FIXES, EntryStatus
+from streamheal.rules import Violation
+from streamheal.rules.query import QueryRule
 from tests.fault.fixer_support import fail_point, raw_documents
 from tests.helpers import running_monitor, settings_for, wait_for_state
 
@@ -166,6 +170,171 @@ class TestFailingFixes:
         assert await raw_documents(db, "users") == before
         assert await db[BACKUPS].count_documents({}) == 0
         assert await db[FIXES].count_documents({}) == 0
+
+
+INEFFECTIVE_RULES = """
+  - name: no_negative_totals
+    kind: query
+    collection: orders
+    filter: {total: {$lt: 0}}
+    fix: update
+    update: {$set: {flag: true}}
+    mode: fix
+  - name: markers_need_label
+    kind: required
+    collection: markers
+    fields: [label]
+    mode: detect
+"""
+
+
+class TestIneffectiveFixes:
+    async def test_a_fix_that_leaves_the_violation_is_applied_once(
+        self, db: Any, mongo_uri: str
+    ) -> None:
+        """Setting `flag` leaves `total` negative: the violation outlives its fix."""
+        await db.orders.insert_one({"_id": "o1", "total": -5})
+        settings = settings_for(db.name, INEFFECTIVE_RULES, ENGINE)
+
+        with capture_logs() as logs:
+            async with running_monitor(mongo_uri, settings) as monitor:
+                await wait_for_state(
+                    monitor,
+                    lambda state: state.failed_total == 1 and state.fixed_total == 1,
+                    20,
+                )
+                # The change stream delivers the fix's own write before this
+                # later one: once the marker is detected, the stream has seen
+                # the fixed order again.
+                await db.markers.insert_one({"_id": "m1"})
+                await wait_for_state(
+                    monitor, lambda state: state.detected_total == 2, 20
+                )
+                await monitor.sweeper.sweep_all()
+                await wait_for_state(
+                    monitor, lambda state: state.fixer_status == "idle", 20
+                )
+
+                (entry,) = monitor.queue.entries_for("no_negative_totals")
+                status_after_sweep = entry.status
+                seen_count = entry.seen_count
+                snapshot = monitor.state.snapshot()
+
+        [started] = events(logs, "fix_started")
+        fix_id = started["fix_id"]
+        [ineffective] = events(logs, "fix_ineffective")
+        assert {
+            key: ineffective[key]
+            for key in (
+                "rule",
+                "collection",
+                "violation_id",
+                "document_id",
+                "fix_id",
+                "log_level",
+            )
+        } == {
+            "rule": "no_negative_totals",
+            "collection": "orders",
+            "violation_id": entry.id,
+            "document_id": "o1",
+            "fix_id": fix_id,
+            "log_level": "error",
+        }
+        expected_error = (
+            f"Fix {fix_id} was applied but the violation still holds, so the "
+            'rule\'s fix (update the document with {"$set":{"flag":true}}) does '
+            "not repair it."
+        )
+        assert ineffective["error"] == expected_error
+        assert attempts_of(logs, entry.id) == ["fix_applied"]
+        assert events(logs, "fix_failed") == []
+
+        # Seen by the first sweep, then again by the stream (the fix's own
+        # write) and by the second sweep, and left alone both times.
+        assert status_after_sweep is EntryStatus.FAILED
+        assert seen_count == 3
+        assert entry.attempts == 1
+        assert entry.last_error == expected_error
+        queued = {q["id"]: q for q in snapshot["queue"]}
+        assert queued[entry.id]["status"] == "failed"
+        assert queued[entry.id]["last_error"] == expected_error
+        assert snapshot["counts"]["fixed"] == 1
+        assert snapshot["counts"]["failed"] == 1
+        assert snapshot["counts"]["detected"] == 2
+        assert [(f["_id"], f["status"]) for f in snapshot["recent_fixes"]] == [
+            (fix_id, "failed"),
+            (fix_id, "applied"),
+        ]
+        [stats] = [r for r in snapshot["rules"] if r["name"] == "no_negative_totals"]
+        assert {key: stats[key] for key in ("fixed", "failed", "open")} == {
+            "fixed": 1,
+            "failed": 1,
+            "open": 1,
+        }
+
+        # The fix was applied exactly once and stays recorded, to be rolled back.
+        assert await db.orders.find({}).to_list() == [
+            {"_id": "o1", "total": -5, "flag": True}
+        ]
+        records = await db[FIXES].find({}).to_list()
+        assert [(r["_id"], r["status"]) for r in records] == [(fix_id, "applied")]
+        assert await db[BACKUPS].count_documents({}) == 1
+        assert await db[BACKUPS].distinct("document_id") == ["o1"]
+
+    async def test_a_failing_recheck_after_the_fix_does_not_repeat_it(
+        self, db: Any, mongo_uri: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The re-check fails once the order is flagged, that is after the fix."""
+        recheck = QueryRule.recheck
+
+        async def failing_once_fixed(
+            rule: QueryRule, database: Any, violation: Violation
+        ) -> Violation | None:
+            if await database.orders.count_documents({"flag": True}):
+                raise OperationFailure("re-check refused", code=2)
+            return await recheck(rule, database, violation)
+
+        monkeypatch.setattr(QueryRule, "recheck", failing_once_fixed)
+        await db.orders.insert_one({"_id": "o1", "total": -5})
+        settings = settings_for(
+            db.name, INEFFECTIVE_RULES, ENGINE + "  max_attempts: 2"
+        )
+
+        with capture_logs() as logs:
+            async with running_monitor(mongo_uri, settings) as monitor:
+                await wait_for_state(
+                    monitor,
+                    lambda state: any(
+                        a["event"] == "fix_recheck_failed" for a in state.activity
+                    ),
+                    20,
+                )
+                # The stream may have found the order again while the entry
+                # was being taken out; a sweep finds it in any case.
+                await monitor.sweeper.sweep_all()
+                await wait_for_state(
+                    monitor,
+                    lambda state: state.failed_total == 1 and state.fixed_total == 1,
+                    20,
+                )
+
+        [started] = events(logs, "fix_started")
+        [recheck_failed] = events(logs, "fix_recheck_failed")
+        assert recheck_failed["log_level"] == "warning"
+        assert recheck_failed["fix_id"] == started["fix_id"]
+        assert recheck_failed["error"] == "OperationFailure (code 2): re-check refused"
+        # The stream found the flagged order again; planning it failed on the
+        # same re-check, so the fix was never applied a second time.
+        assert attempts_of(logs, started["violation_id"]) == [
+            "fix_applied",
+            "fix_retried",
+            "fix_failed",
+        ]
+        assert events(logs, "fix_ineffective") == []
+        records = await db[FIXES].find({}).to_list()
+        assert [r["status"] for r in records] == ["applied"]
+        assert await db[BACKUPS].count_documents({}) == 1
 
 
 BREAKING_RULE = """

@@ -268,7 +268,12 @@ async def test_current_fix_panel_follows_the_fixer_steps(
         current = page.locator("#current-body .step.is-current")
         done = page.locator("#current-body .step.is-done")
 
-        for step, finished in [("backup", ["re-check", "plan"]), ("commit", None)]:
+        steps = [
+            ("backup", ["re-check", "plan"]),
+            ("commit", None),
+            ("verify", ["re-check", "plan", "backup", "apply", "audit"]),
+        ]
+        for step, finished in steps:
             state.current_fix = {
                 "violation": describe_violation(entry.violation),
                 "fix_id": "f1",

@@ -16,11 +16,11 @@
   const CHART_HEIGHT_PX = 230;
   // Counts are whole numbers: the y axis steps by these, never by 2.5.
   const COUNT_STEPS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
-  const FIX_STEPS = ["recheck", "plan", "backup", "apply", "audit"];
+  const FIX_STEPS = ["recheck", "plan", "backup", "apply", "audit", "verify"];
   const DRY_RUN_STEPS = ["recheck", "plan", "audit"];
   // Where a step the fixer reports falls among the others, so that one this
   // page does not list by default still shows in its place.
-  const STEP_ORDER = ["recheck", "plan", "backup", "apply", "audit", "commit", "record"];
+  const STEP_ORDER = ["recheck", "plan", "backup", "apply", "audit", "commit", "record", "verify"];
   const FIXER_LABELS = {
     idle: "Idle",
     fixing: "Fixing",
