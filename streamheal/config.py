@@ -28,7 +28,7 @@ from streamheal._yaml import (
 from streamheal.errors import RuleFileError, RuleFileProblem
 from streamheal.log import redact_text
 from streamheal.rules import Mode, Rule, RuleSpec, build_rule, spec_types
-from streamheal.rules._base import StrictModel
+from streamheal.rules._base import FieldValueError, StrictModel
 
 
 EMBEDDED_URI = "embedded"
@@ -200,6 +200,9 @@ def _problem_from(
     # the path is the one in the file (rules[0].keys, not rules[0].unique.keys).
     if len(path) >= 3 and path[0] == "rules" and path[2] == _kind_at(data, path[1]):
         path = path[:2] + path[3:]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldValueError):
+        path = (*path, cause.field)
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "union_tag_invalid":
         message = (

@@ -131,7 +131,7 @@ def test_set_default_needs_a_default() -> None:
         make_rule(RULE + "    fix: set_default\n")
 
     assert [str(p) for p in caught.value.problems] == [
-        "<rules>:4: rules[0]: fix: set_default needs a `default` value to set."
+        "<rules>:4: rules[0].default: fix: set_default needs a `default` value to set."
     ]
 
 
@@ -148,13 +148,15 @@ def test_describes_itself() -> None:
         (
             "[new, paid]",
             "zzz",
-            '<rules>:4: rules[0]: the default "zzz" would still violate the rule; '
+            "<rules>:10: rules[0].default: "
+            'the default "zzz" would still violate the rule; '
             'it must be one of "new", "paid".',
         ),
         (
             "[new, paid]",
             "[new, lost, null, gone]",
-            '<rules>:4: rules[0]: the default ["new","lost",null,"gone"] holds '
+            "<rules>:10: rules[0].default: "
+            'the default ["new","lost",null,"gone"] holds '
             '"lost", "gone", which would still violate the rule; every element '
             'must be one of "new", "paid".',
         ),
@@ -162,7 +164,8 @@ def test_describes_itself() -> None:
         (
             "[1, 2]",
             "true",
-            "<rules>:4: rules[0]: the default true would still violate the rule; "
+            "<rules>:10: rules[0].default: "
+            "the default true would still violate the rule; "
             "it must be one of 1, 2.",
         ),
     ],

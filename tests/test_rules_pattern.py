@@ -103,7 +103,7 @@ async def test_set_default_plan(users: Any) -> None:
     [
         (
             ("'^[a-z]+@[a-z]+\\.io$'", "'(a'"),
-            "<rules>:4: rules[0]: the regular expression '(a' does not compile: "
+            "<rules>:8: rules[0].regex: the regular expression '(a' does not compile: "
             "missing ), unterminated subpattern at position 0.",
         ),
         (
@@ -125,19 +125,22 @@ def test_rule_file_mistakes(change: tuple[str, str], message: str) -> None:
     [
         (
             "    fix: set_default\n    default: A@X.IO\n",
-            '<rules>:4: rules[0]: the default "A@X.IO" does not match, so it would '
+            "<rules>:10: rules[0].default: "
+            'the default "A@X.IO" does not match, so it would '
             r"still violate the rule; it must be a string matching "
             r"/^[a-z]+@[a-z]+\.io$/.",
         ),
         (
             "    fix: set_default\n    default: [a@x.io, 5, bad, null]\n",
-            '<rules>:4: rules[0]: the default ["a@x.io",5,"bad",null] holds "bad", '
+            "<rules>:10: rules[0].default: "
+            'the default ["a@x.io",5,"bad",null] holds "bad", '
             "which does not match, so it would still violate the rule; every "
             r"element must be a string matching /^[a-z]+@[a-z]+\.io$/.",
         ),
         (
             "    options: m\n    fix: set_default\n    default: A@X.IO\n",
-            '<rules>:4: rules[0]: the default "A@X.IO" does not match, so it would '
+            "<rules>:11: rules[0].default: "
+            'the default "A@X.IO" does not match, so it would '
             r"still violate the rule; it must be a string matching "
             r"/^[a-z]+@[a-z]+\.io$/m.",
         ),

@@ -118,40 +118,50 @@ async def test_archive_and_delete_plans(orders: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("fix", "message"),
+    ("fix", "line", "message"),
     [
-        ("    fix: update\n", "fix: update needs an `update` with $set and/or $unset."),
+        # No `update` line: the rule's own line.
+        (
+            "    fix: update\n",
+            4,
+            "fix: update needs an `update` with $set and/or $unset.",
+        ),
         (
             "    fix: update\n    update: {$inc: {total: 1}}\n",
+            9,
             "update may only use $set and $unset, not $inc.",
         ),
         (
             "    fix: update\n    update: {$set: {_id: 2}}\n",
+            9,
             "update cannot change _id.",
         ),
         (
             "    fix: update\n    update: {$set: {a: 1, a.b: 2}}\n",
+            9,
             "update changes a and a.b; MongoDB refuses overlapping paths in one "
             "update.",
         ),
         (
             "    fix: update\n    update: {$set: {items.0.qty: 1}}\n",
+            9,
             "update paths must name fields of sub-documents; items.0.qty uses an "
             "array index, a positional operator or an empty part.",
         ),
         (
             "    fix: update\n    update: {$set: {a: 1}, $unset: {a: ''}}\n",
+            9,
             "update changes a twice; MongoDB refuses overlapping paths in one update.",
         ),
-        ("    update: {$set: {a: 1}}\n", "`update` is only used with fix: update."),
+        ("    update: {$set: {a: 1}}\n", 8, "`update` is only used with fix: update."),
     ],
 )
-def test_update_is_validated(fix: str, message: str) -> None:
+def test_update_is_validated(fix: str, line: int, message: str) -> None:
     with pytest.raises(RuleFileError) as caught:
         make_rule(RULE + fix)
 
     assert [str(p) for p in caught.value.problems] == [
-        f"<rules>:4: rules[0]: {message}"
+        f"<rules>:{line}: rules[0].update: {message}"
     ]
 
 

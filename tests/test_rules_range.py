@@ -126,12 +126,12 @@ async def test_set_default_plan(prices: Any) -> None:
         ("", "<rules>:4: rules[0]: a range needs `min`, `max` or both."),
         (
             "    min: a\n    max: 5\n",
-            "<rules>:4: rules[0]: min is a string but max is a number; both bounds "
+            "<rules>:9: rules[0].max: min is a string but max is a number; both bounds "
             "must be of one kind.",
         ),
         (
             "    min: 5\n    max: 1\n",
-            "<rules>:4: rules[0]: min 5 is greater than max 1.",
+            "<rules>:9: rules[0].max: min 5 is greater than max 1.",
         ),
         (
             "    min: true\n",
@@ -159,50 +159,58 @@ def test_describes_itself() -> None:
     [
         (
             RULE + "    fix: set_default\n    default: 150\n",
-            "<rules>:4: rules[0]: the default 150 is out of range, so it would still "
+            "<rules>:11: rules[0].default: "
+            "the default 150 is out of range, so it would still "
             "violate the rule; it must be at least 0 and at most 100.",
         ),
         (
             RULE + "    fix: set_default\n    default: -0.5\n",
-            "<rules>:4: rules[0]: the default -0.5 is out of range, so it would still "
+            "<rules>:11: rules[0].default: "
+            "the default -0.5 is out of range, so it would still "
             "violate the rule; it must be at least 0 and at most 100.",
         ),
         (
             RULE + "    fix: set_default\n    default: [5, 200, null, -3]\n",
-            "<rules>:4: rules[0]: the default [5,200,null,-3] holds 200, -3, which "
+            "<rules>:11: rules[0].default: "
+            "the default [5,200,null,-3] holds 200, -3, which "
             "is out of range, so it would still violate the rule; every element "
             "must be at least 0 and at most 100.",
         ),
         (
             RULE + "    fix: set_default\n    default: cheap\n",
-            '<rules>:4: rules[0]: the default "cheap" is not a number like the '
+            "<rules>:11: rules[0].default: "
+            'the default "cheap" is not a number like the '
             "bounds, so the rule cannot compare it; it must be a number at least 0 "
             "and at most 100.",
         ),
         (
             RULE + "    fix: set_default\n    default: true\n",
-            "<rules>:4: rules[0]: the default true is not a number like the bounds, "
+            "<rules>:11: rules[0].default: "
+            "the default true is not a number like the bounds, "
             "so the rule cannot compare it; it must be a number at least 0 and at "
             "most 100.",
         ),
         # NaN sorts below every number in MongoDB, so it is under any minimum.
         (
             RULE + "    fix: set_default\n    default: .nan\n",
-            '<rules>:4: rules[0]: the default {"$numberDouble":"NaN"} is out of '
+            "<rules>:11: rules[0].default: "
+            'the default {"$numberDouble":"NaN"} is out of '
             "range, so it would still violate the rule; it must be at least 0 and "
             "at most 100.",
         ),
         (
             RULE.replace("    min: 0\n    max: 100\n", "    min: 2024-01-01\n")
             + "    fix: set_default\n    default: 2023-12-31\n",
-            '<rules>:4: rules[0]: the default {"$date":"2023-12-31T00:00:00Z"} is '
+            "<rules>:10: rules[0].default: "
+            'the default {"$date":"2023-12-31T00:00:00Z"} is '
             "out of range, so it would still violate the rule; it must be at least "
             '{"$date":"2024-01-01T00:00:00Z"}.',
         ),
         (
             RULE.replace("    min: 0\n    max: 100\n", "    max: m\n")
             + "    fix: set_default\n    default: n\n",
-            '<rules>:4: rules[0]: the default "n" is out of range, so it would still '
+            "<rules>:10: rules[0].default: "
+            'the default "n" is out of range, so it would still '
             'violate the rule; it must be at most "m".',
         ),
     ],

@@ -95,18 +95,21 @@ async def test_empty_string_counts_only_when_asked(db: Any) -> None:
     [
         (
             "    fix: set_default\n    defaults: {email: null, name: Anon}\n",
-            "<rules>:4: rules[0]: the default null for email counts as missing, so "
+            "<rules>:9: rules[0].defaults: the default null for email counts as "
+            "missing, so "
             "it would still violate the rule; it must be a value other than null.",
         ),
         (
             "    fix: set_default\n    defaults: {email: '', name: Anon}\n",
-            '<rules>:4: rules[0]: the default "" for email counts as missing while '
+            "<rules>:9: rules[0].defaults: "
+            'the default "" for email counts as missing while '
             "empty_is_missing is true, so it would still violate the rule; it must "
             'be a value other than null and "".',
         ),
         (
             "    fix: set_default\n    defaults: {email: null, name: ''}\n",
-            "<rules>:4: rules[0]: the default null for email counts as missing, so "
+            "<rules>:9: rules[0].defaults: the default null for email counts as "
+            "missing, so "
             "it would still violate the rule; it must be a value other than null. "
             'The default "" for name counts as missing while empty_is_missing is '
             "true, so it would still violate the rule; it must be a value other "

@@ -196,27 +196,31 @@ def test_describes_itself_and_its_fix() -> None:
         (
             "[int, long]",
             "'42'",
-            '<rules>:4: rules[0]: the default "42" is stored as string, so it would '
+            "<rules>:10: rules[0].default: "
+            'the default "42" is stored as string, so it would '
             "still violate the rule; it must be of type int or long.",
         ),
         # A boolean is its own BSON type, though Python counts it as an int.
         (
             "[int, long]",
             "true",
-            "<rules>:4: rules[0]: the default true is stored as bool, so it would "
+            "<rules>:10: rules[0].default: "
+            "the default true is stored as bool, so it would "
             "still violate the rule; it must be of type int or long.",
         ),
         # The driver stores a whole number as int when it fits in 32 bits.
         (
             "[long]",
             "5",
-            "<rules>:4: rules[0]: the default 5 is stored as int (it fits in 32 "
+            "<rules>:10: rules[0].default: "
+            "the default 5 is stored as int (it fits in 32 "
             "bits), so it would still violate the rule; it must be of type long.",
         ),
         (
             "[int]",
             "2147483648",
-            "<rules>:4: rules[0]: the default 2147483648 is stored as long (it does "
+            "<rules>:10: rules[0].default: "
+            "the default 2147483648 is stored as long (it does "
             "not fit in 32 bits), so it would still violate the rule; it must be of "
             "type int.",
         ),
@@ -229,26 +233,30 @@ def test_describes_itself_and_its_fix() -> None:
         (
             "[int, long]",
             "4.0",
-            "<rules>:4: rules[0]: the default 4.0 is stored as double, so it would "
+            "<rules>:10: rules[0].default: "
+            "the default 4.0 is stored as double, so it would "
             "still violate the rule; it must be of type int or long.",
         ),
         (
             "[string]",
             "{a: 1}",
-            '<rules>:4: rules[0]: the default {"a":1} is stored as object, so it '
+            "<rules>:10: rules[0].default: "
+            'the default {"a":1} is stored as object, so it '
             "would still violate the rule; it must be of type string.",
         ),
         # `type` judges the whole value: a list is an array, whatever it holds.
         (
             "[int, long]",
             "[1]",
-            "<rules>:4: rules[0]: the default [1] is stored as array, so it would "
+            "<rules>:10: rules[0].default: "
+            "the default [1] is stored as array, so it would "
             "still violate the rule; it must be of type int or long.",
         ),
         (
             "[string]",
             "2024-01-01",
-            '<rules>:4: rules[0]: the default {"$date":"2024-01-01T00:00:00Z"} is '
+            "<rules>:10: rules[0].default: "
+            'the default {"$date":"2024-01-01T00:00:00Z"} is '
             "stored as date, so it would still violate the rule; it must be of type "
             "string.",
         ),

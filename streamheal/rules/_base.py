@@ -47,6 +47,17 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class FieldValueError(ValueError):
+    """A rule-file mistake in one field, found by a check that reads several.
+
+    The loader reports it at that field's line rather than the rule's.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def check_collection_name(name: str) -> str:
     """The name, if MongoDB accepts it for an application's collection.
 

@@ -17,7 +17,14 @@ from pydantic import Field, field_validator, model_validator
 
 from streamheal._bson import to_json_text, to_json_value
 from streamheal.errors import FixError
-from streamheal.rules._base import Database, Document, FixPlan, RuleSpec, Violation
+from streamheal.rules._base import (
+    Database,
+    Document,
+    FieldValueError,
+    FixPlan,
+    RuleSpec,
+    Violation,
+)
 from streamheal.rules._document import (
     DocumentRule,
     plan_move,
@@ -50,7 +57,9 @@ class ValueSpec(RuleSpec):
     @model_validator(mode="after")
     def _default_given(self) -> ValueSpec:
         if self.fix == "set_default" and "default" not in self.model_fields_set:
-            raise ValueError("fix: set_default needs a `default` value to set")
+            raise FieldValueError(
+                "default", "fix: set_default needs a `default` value to set"
+            )
         return self
 
     def expectation(self) -> str:
@@ -95,12 +104,14 @@ def refuse_default(
     """
     if elements and isinstance(default, list):
         shown = ", ".join(to_json_text(value) for value in rejected)
-        return ValueError(
+        return FieldValueError(
+            "default",
             f"the default {to_json_text(default)} holds {shown}, which {reason}; "
-            f"every element must be {expectation}"
+            f"every element must be {expectation}",
         )
-    return ValueError(
-        f"the default {to_json_text(default)} {reason}; it must be {expectation}"
+    return FieldValueError(
+        "default",
+        f"the default {to_json_text(default)} {reason}; it must be {expectation}",
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from streamheal.rules._base import Severity
+from streamheal.rules._base import FieldValueError, Severity
 from streamheal.rules._value import (
     Expression,
     ValueRule,
@@ -50,8 +50,9 @@ class PatternSpec(ValueSpec):
         try:
             self.compile()
         except re.error as exc:
-            raise ValueError(
-                f"the regular expression {self.regex!r} does not compile: {exc}"
+            raise FieldValueError(
+                "regex",
+                f"the regular expression {self.regex!r} does not compile: {exc}",
             ) from None
         return self
 

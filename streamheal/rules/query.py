@@ -17,6 +17,7 @@ from streamheal.errors import FixError
 from streamheal.rules._base import (
     Database,
     Document,
+    FieldValueError,
     FixPlan,
     RuleSpec,
     Severity,
@@ -45,30 +46,37 @@ class QuerySpec(RuleSpec):
     def _update_fits_fix(self) -> QuerySpec:
         if self.fix != "update":
             if self.update is not None:
-                raise ValueError("`update` is only used with fix: update")
+                raise FieldValueError(
+                    "update", "`update` is only used with fix: update"
+                )
             return self
         if not self.update:
-            raise ValueError("fix: update needs an `update` with $set and/or $unset")
+            raise FieldValueError(
+                "update", "fix: update needs an `update` with $set and/or $unset"
+            )
         unknown = [name for name in self.update if name not in UPDATE_OPERATORS]
         if unknown:
-            raise ValueError(
-                f"update may only use $set and $unset, not {', '.join(unknown)}"
+            raise FieldValueError(
+                "update",
+                f"update may only use $set and $unset, not {', '.join(unknown)}",
             )
         paths = [path for fields in self.update.values() for path in fields]
         if any(path.split(".")[0] == "_id" for path in paths):
-            raise ValueError("update cannot change _id")
+            raise FieldValueError("update", "update cannot change _id")
         unsupported = [path for path in paths if not _is_field_path(path)]
         if unsupported:
-            raise ValueError(
+            raise FieldValueError(
+                "update",
                 "update paths must name fields of sub-documents; "
                 f"{', '.join(unsupported)} uses an array index, a positional "
                 "operator or an empty part"
             )
         conflicts = _overlaps(paths)
         if conflicts:
-            raise ValueError(
+            raise FieldValueError(
+                "update",
                 f"update changes {'; '.join(conflicts)}; MongoDB refuses "
-                "overlapping paths in one update"
+                "overlapping paths in one update",
             )
         return self
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import field_validator, model_validator
 
 from streamheal._bson import to_json_text
-from streamheal.rules._base import Severity
+from streamheal.rules._base import FieldValueError, Severity
 from streamheal.rules._value import (
     Expression,
     ValueRule,
@@ -81,12 +81,15 @@ class RangeSpec(ValueSpec):
         if self.min is None or self.max is None:
             return self
         if family_of(self.min) != family_of(self.max):
-            raise ValueError(
+            raise FieldValueError(
+                "max",
                 f"min is a {family_of(self.min)} but max is a "
-                f"{family_of(self.max)}; both bounds must be of one kind"
+                f"{family_of(self.max)}; both bounds must be of one kind",
             )
         if _comparable(self.min) > _comparable(self.max):
-            raise ValueError(f"min {self.min!r} is greater than max {self.max!r}")
+            raise FieldValueError(
+                "max", f"min {self.min!r} is greater than max {self.max!r}"
+            )
         return self
 
     @model_validator(mode="after")

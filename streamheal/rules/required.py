@@ -15,6 +15,7 @@ from streamheal._bson import get_path, to_json_text, to_json_value
 from streamheal.rules._base import (
     Database,
     Document,
+    FieldValueError,
     FixPlan,
     RuleSpec,
     Severity,
@@ -65,9 +66,10 @@ class RequiredSpec(RuleSpec):
         if self.fix == "set_default":
             lacking = [name for name in self.fields if name not in self.defaults]
             if lacking:
-                raise ValueError(
+                raise FieldValueError(
+                    "defaults",
                     "fix: set_default needs a value in `defaults` for every field; "
-                    f"none is given for {', '.join(lacking)}"
+                    f"none is given for {', '.join(lacking)}",
                 )
         return self
 
@@ -93,7 +95,7 @@ class RequiredSpec(RuleSpec):
                 f"it would still violate the rule; it must be {allowed}"
             )
         if problems:
-            raise ValueError(". ".join(problems))
+            raise FieldValueError("defaults", ". ".join(problems))
         return self
 
     def missing_values(self) -> list[Any]:
