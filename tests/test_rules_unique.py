@@ -299,8 +299,7 @@ class TestRuleFile:
             ),
             (
                 "    fix: merge\n",
-                "<rules>:8: rules[0].fix: expected 'delete' or 'archive', "
-                "not 'merge'.",
+                "<rules>:8: rules[0].fix: expected 'delete' or 'archive', not 'merge'.",
             ),
         ],
     )
