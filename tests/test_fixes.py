@@ -7,6 +7,8 @@ below, then rolls every fix back and compares with the starting data.
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,10 @@ class Case:
     backups: int
     moved_to: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # (collection, document_id, document) of each backup, when the case says.
+    backed_up: list[tuple[str, Any, dict[str, Any]]] | None = None
+    # The moved copy's `_streamheal`, without its violation_id and moved_at.
+    metadata: dict[str, Any] | None = None
 
 
 USERS = [
@@ -140,6 +146,31 @@ CASES = {
         },
         backups=1,
     ),
+    "required delete": Case(
+        "{name: r, kind: required, collection: users, fields: [email], fix: delete}",
+        {"users": [{"_id": 1, "name": "A"}, {"_id": 2, "email": "b@x"}]},
+        {"users": [{"_id": 2, "email": "b@x"}]},
+        backups=1,
+        backed_up=[("users", 1, {"_id": 1, "name": "A"})],
+    ),
+    "query archive": Case(
+        "{name: r, kind: query, collection: orders, filter: {total: {$lt: 0}}, "
+        "fix: archive}",
+        {"orders": [{"_id": 1, "total": -5, "note": "x"}, {"_id": 2, "total": 5}]},
+        {
+            "orders": [{"_id": 2, "total": 5}],
+            "orders_archived": [{"_id": 1, "total": -5, "note": "x"}],
+        },
+        backups=1,
+        moved_to="orders_archived",
+        backed_up=[("orders", 1, {"_id": 1, "total": -5, "note": "x"})],
+        metadata={
+            "rule": "r",
+            "kind": "query",
+            "reason": 'matches {"total":{"$lt":0}}',
+            "source_collection": "orders",
+        },
+    ),
     "query delete": Case(
         "{name: r, kind: query, collection: orders, filter: {total: {$lt: 0}}, "
         "fix: delete}",
@@ -176,7 +207,9 @@ async def test_fix_then_rollback(db: Any, case: Case) -> None:
     client = db.client
 
     fix_ids = []
+    violation_ids = []
     async for violation in rule.sweep(db):
+        violation_ids.append(violation.id)
         plan = await rule.plan_fix(db, violation)
         fix_id = new_fix_id()
         await apply_plan(
@@ -197,7 +230,21 @@ async def test_fix_then_rollback(db: Any, case: Case) -> None:
     }
     if case.moved_to:
         assert {doc["_streamheal"]["rule"] for doc in fixed[case.moved_to]} == {"r"}
+    if case.metadata is not None:
+        [moved] = fixed[case.moved_to or ""]
+        metadata = dict(moved["_streamheal"])
+        assert isinstance(metadata.pop("moved_at"), dt.datetime)
+        assert metadata == {**case.metadata, "violation_id": violation_ids[0]}
     assert await db[BACKUPS].count_documents({}) == case.backups
+    if case.backed_up is not None:
+        backups = await db[BACKUPS].find({}).sort("document_id", 1).to_list()
+        assert [
+            (b["fix_id"], b["rule"], b["collection"], b["document_id"], b["document"])
+            for b in backups
+        ] == [
+            (fix_id, "r", *backup)
+            for fix_id, backup in zip(fix_ids, case.backed_up, strict=True)
+        ]
     assert await db[FIXES].count_documents({"status": "applied"}) == len(fix_ids)
 
     for fix_id in reversed(fix_ids):
@@ -227,3 +274,79 @@ async def test_a_fix_cannot_be_rolled_back_twice(db: Any) -> None:
     with pytest.raises(Exception, match="its status is 'rolled_back'"):
         await rollback_fix(db.client, db, "f1", use_transaction=True)
     assert await db.users.find({}).to_list() == [{"_id": 1}]
+
+
+SLOW_USERS_CREATE_INDEX = (
+    "  - {name: r, kind: slow_query, collection: users, threshold: 0ms, "
+    "fix: create_index}\n"
+)
+
+
+@pytest.fixture
+async def profiling(db: Any) -> AsyncIterator[None]:
+    """Every operation of the test database is profiled; the old setting returns."""
+    status = await db.command("profile", -1)
+    await db.command("profile", 1, slowms=0)
+    yield
+    await db.command("profile", status["was"], slowms=status["slowms"])
+
+
+async def read_indexes(collection: Any) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """Each index's name and keys, in key order, sorted by name."""
+    indexes = await (await collection.list_indexes()).to_list()
+    return sorted((index["name"], list(index["key"].items())) for index in indexes)
+
+
+async def test_create_index_then_rollback_drops_the_index(
+    db: Any, profiling: None
+) -> None:
+    users = [{"_id": 1, "user": 1, "age": 1}, {"_id": 2, "user": 12, "age": 2}]
+    await db.users.insert_many(users)
+    await db.users.find({"user": {"$gt": 9}}).sort("age", -1).to_list()
+    rule = settings_for(db.name, SLOW_USERS_CREATE_INDEX).build_rules()[0]
+    [violation] = [v async for v in rule.sweep(db)]
+    plan = await rule.plan_fix(db, violation)
+    assert await read_indexes(db.users) == [("_id_", [("_id", 1)])]
+
+    record = await apply_plan(
+        db.client, db, plan, "f1", backup=True, use_transaction=True, on_step=noop_step
+    )
+
+    assert record["created_indexes"] == [
+        {"collection": "users", "name": "age_-1_user_1"}
+    ]
+    assert await read_indexes(db.users) == [
+        ("_id_", [("_id", 1)]),
+        ("age_-1_user_1", [("age", -1), ("user", 1)]),
+    ]
+    assert await db[BACKUPS].count_documents({}) == 0
+    assert await db[FIXES].find({}, {"_id": 1, "status": 1, "action": 1}).to_list() == [
+        {"_id": "f1", "status": "applied", "action": "create_index"}
+    ]
+
+    await rollback_fix(db.client, db, "f1", use_transaction=True)
+
+    assert await read_indexes(db.users) == [("_id_", [("_id", 1)])]
+    assert await db.users.find({}).sort("_id", 1).to_list() == users
+    assert await db[FIXES].find({}, {"_id": 1, "status": 1}).to_list() == [
+        {"_id": "f1", "status": "rolled_back"}
+    ]
+
+
+async def test_rollback_of_an_index_someone_already_dropped_completes(
+    db: Any, profiling: None
+) -> None:
+    await db.users.insert_one({"_id": 1, "user": 1, "age": 1})
+    await db.users.find({"user": {"$gt": 9}}).sort("age", -1).to_list()
+    rule = settings_for(db.name, SLOW_USERS_CREATE_INDEX).build_rules()[0]
+    [violation] = [v async for v in rule.sweep(db)]
+    plan = await rule.plan_fix(db, violation)
+    await apply_plan(
+        db.client, db, plan, "f1", backup=True, use_transaction=True, on_step=noop_step
+    )
+    await db.users.drop_index("age_-1_user_1")
+
+    record = await rollback_fix(db.client, db, "f1", use_transaction=True)
+
+    assert record["status"] == "rolled_back"
+    assert await read_indexes(db.users) == [("_id_", [("_id", 1)])]

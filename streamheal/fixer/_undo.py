@@ -13,6 +13,7 @@ from typing import Any
 from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.errors import OperationFailure
 
 from streamheal._bson import to_json_text
 from streamheal.errors import FixConflictError, FixError, FixNotFoundError
@@ -26,6 +27,10 @@ from streamheal.fixer._records import (
     unchanged_filter,
 )
 from streamheal.rules import COMMENT, Database
+
+
+# https://www.mongodb.com/docs/manual/reference/error-codes/
+INDEX_NOT_FOUND = 27
 
 
 async def read_backups(
@@ -131,7 +136,12 @@ async def rollback_fix(
         await undo_all(None)
 
     for index in record.get("created_indexes", []):
-        await db[index["collection"]].drop_index(index["name"], comment=COMMENT)
+        try:
+            await db[index["collection"]].drop_index(index["name"], comment=COMMENT)
+        except OperationFailure as exc:
+            # Someone dropped it already: the end state is the one we want.
+            if exc.code != INDEX_NOT_FOUND:
+                raise
     record["status"] = "rolled_back"
     return record
 

@@ -399,12 +399,17 @@ class StreamWatcher:
         if not buffer.empty():
             return buffer.get_nowait()
         getter = asyncio.ensure_future(buffer.get())
-        done, _ = await asyncio.wait(
-            {getter, reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
+        try:
+            done, _ = await asyncio.wait(
+                {getter, reader}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            # Also when this wait is cancelled: a getter left behind would
+            # outlive the stream as a pending task.
+            if not getter.done():
+                getter.cancel()
         if getter in done:
             return getter.result()
-        getter.cancel()
         if reader in done:
             reader.result()  # raises the stream's error
             return _IdleMark(None)

@@ -84,16 +84,18 @@ async def serve(
     """
     settings = monitor.settings.dashboard
     loopback = settings.host in LOOPBACK_HOSTS
+    if listening is None:
+        listening = bind_dashboard(settings.host, settings.port)
+    listening.setblocking(False)
+    # The bound port, not the configured one: port 0 asks for any free port.
+    port = listening.getsockname()[1]
     if not loopback:
         monitor.events.warning(
             "dashboard_exposed",
             host=settings.host,
-            port=settings.port,
+            port=port,
             note="reachable from other machines; actions still need the token",
         )
-    if listening is None:
-        listening = bind_dashboard(settings.host, settings.port)
-    listening.setblocking(False)
     # Bound to loopback, only loopback names may reach it (DNS rebinding).
     app = create_app(
         monitor,
@@ -106,8 +108,6 @@ async def serve(
     config.errorlog = None
     config.graceful_timeout = GRACEFUL_TIMEOUT_S
 
-    # The bound port, not the configured one: port 0 asks for any free port.
-    port = listening.getsockname()[1]
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     monitor.dashboard_url = f"http://{host}:{port}/"
     monitor.events.info("dashboard_started", url=monitor.dashboard_url)
