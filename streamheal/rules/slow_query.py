@@ -165,17 +165,9 @@ class SlowQueryRule(Rule):
         by a person), and the shape's old profile entries describe a past
         that the index has since changed: the violation no longer holds.
         """
-        keys = index_keys_of(violation)
-        if not keys:
+        if not index_keys_of(violation):
             return False
-        covering = await find_covering_index(
-            db,
-            violation.collection,
-            keys,
-            sort_fields_of(violation),
-            equality_count=int(violation.details.get("equality_fields", 0)),
-        )
-        return covering is not None
+        return await covering_index_of(db, violation) is not None
 
     async def sweep(self, db: Database) -> AsyncIterator[Violation]:
         """Every slow shape in the whole of `system.profile` that no index serves."""
@@ -216,13 +208,7 @@ class SlowQueryRule(Rule):
                 "equality, sort or range field an index could use."
             )
 
-        covering = await find_covering_index(
-            db,
-            violation.collection,
-            keys,
-            sort_fields_of(violation),
-            equality_count=int(violation.details.get("equality_fields", 0)),
-        )
+        covering = await covering_index_of(db, violation)
         if covering is not None:
             raise FixError(
                 f"Index {covering!r} of collection {violation.collection} already "
@@ -274,6 +260,17 @@ async def find_covering_index(
         if is_covered_by(index["key"], keys, sort_fields, equality_count):
             return str(index["name"])
     return None
+
+
+async def covering_index_of(db: Database, violation: Violation) -> str | None:
+    """The name of an existing index that serves the violation's recommendation."""
+    return await find_covering_index(
+        db,
+        violation.collection,
+        index_keys_of(violation),
+        sort_fields_of(violation),
+        equality_count=int(violation.details.get("equality_fields", 0)),
+    )
 
 
 def index_keys_of(violation: Violation) -> IndexKeys:
