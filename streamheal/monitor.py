@@ -96,7 +96,10 @@ class Monitor:
         self.db: Database = client[settings.mongodb.database]
         self.rules: list[Rule] = settings.build_rules()
         self.rules_by_name = {rule.name: rule for rule in self.rules}
-        self.queue = ViolationQueue(settings.engine.queue_max)
+        self.queue = ViolationQueue(
+            settings.engine.queue_max,
+            detect_only_rules={r.name for r in self.rules if r.mode == "detect"},
+        )
         self.state = MonitorState(
             database=settings.mongodb.database,
             server_address=redact_uri(uri),

@@ -258,3 +258,45 @@ class TestSeenAgainAfterADryRun:
             0,
             0.0,
         )
+
+
+class TestRoomForRepairs:
+    """Detect-only violations give way, when the queue is full, to repairable ones."""
+
+    def test_the_last_detect_only_entry_is_deferred_for_a_fixable_one(self) -> None:
+        queue = ViolationQueue(3, detect_only_rules={"watch"})
+        queue.offer(violation("w-high", Severity.HIGH, rule="watch"), "sweep", now=1.0)
+        queue.offer(
+            violation("w-low-old", Severity.LOW, rule="watch"), "sweep", now=2.0
+        )
+        queue.offer(
+            violation("w-low-new", Severity.LOW, rule="watch"), "sweep", now=3.0
+        )
+
+        outcome = queue.offer(violation("f", rule="fix"), "sweep", now=4.0)
+
+        assert outcome is Offer.ADDED
+        assert [entry.violation.subject for entry in queue] == [
+            "w-high",
+            "f",
+            "w-low-old",
+        ]
+        assert queue.deferred_ids() == {violation("w-low-new", rule="watch").id}
+
+    def test_a_detect_only_violation_never_pushes_another_out(self) -> None:
+        queue = ViolationQueue(1, detect_only_rules={"watch"})
+        queue.offer(violation("a", rule="watch"), "sweep", now=1.0)
+
+        outcome = queue.offer(violation("b", Severity.HIGH, rule="watch"), "sweep")
+
+        assert outcome is Offer.DEFERRED
+        assert [entry.violation.subject for entry in queue] == ["a"]
+
+    def test_a_full_queue_of_repairable_entries_defers_as_before(self) -> None:
+        queue = ViolationQueue(1, detect_only_rules={"watch"})
+        queue.offer(violation("f1", rule="fix"), "sweep", now=1.0)
+
+        outcome = queue.offer(violation("f2", rule="fix"), "sweep", now=2.0)
+
+        assert outcome is Offer.DEFERRED
+        assert queue.deferred_ids() == {violation("f2", rule="fix").id}

@@ -102,8 +102,13 @@ class QueueEntry:
 class ViolationQueue:
     """Open violations by id, served severity first, then oldest first."""
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(
+        self, max_size: int, detect_only_rules: Collection[str] = frozenset()
+    ) -> None:
         self.max_size = max_size
+        # Their violations only wait to be seen: when the queue is full, one
+        # of them makes room for a violation the fixer can repair.
+        self.detect_only_rules = frozenset(detect_only_rules)
         self._entries: dict[str, QueueEntry] = {}
         self._deferred: dict[str, Deferral] = {}
         self._sequence = 0
@@ -153,7 +158,9 @@ class ViolationQueue:
             self._changed.set()
             return Offer.UPDATED
 
-        if len(self._entries) >= self.max_size:
+        if len(self._entries) >= self.max_size and not self._make_room_for(
+            violation, now
+        ):
             self._deferred[violation.id] = Deferral(violation.rule, now)
             return Offer.DEFERRED
 
@@ -165,6 +172,28 @@ class ViolationQueue:
         self.high_water = max(self.high_water, len(self._entries))
         self._changed.set()
         return Offer.ADDED
+
+    def _make_room_for(self, violation: Violation, now: float) -> bool:
+        """Defer the last detect-only entry for a violation the fixer can repair.
+
+        Without this, rules that only detect would fill a full queue for good
+        (nothing ever repairs them), and no violation of a rule in fix or dry
+        run mode would reach the fixer.
+        """
+        if violation.rule in self.detect_only_rules:
+            return False
+        waiting = [
+            entry
+            for entry in self._entries.values()
+            if entry.violation.rule in self.detect_only_rules
+            and entry.status is EntryStatus.PENDING
+        ]
+        if not waiting:
+            return False
+        last = max(waiting, key=lambda entry: entry.order)
+        del self._entries[last.id]
+        self._deferred[last.id] = Deferral(last.violation.rule, now)
+        return True
 
     def remove(self, violation_id: str) -> QueueEntry | None:
         """Take a violation out: fixed, or no longer holding."""
