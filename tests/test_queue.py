@@ -300,3 +300,26 @@ class TestRoomForRepairs:
 
         assert outcome is Offer.DEFERRED
         assert queue.deferred_ids() == {violation("f2", rule="fix").id}
+
+
+class TestKeptUnfixed:
+    def test_a_violation_kept_unfixed_comes_back_skipped(self) -> None:
+        queue = ViolationQueue(10)
+        queue.keep_unfixed(violation("a").id)
+
+        queue.offer(violation("a"), "stream", now=1.0)
+
+        entry = queue.get(violation("a").id)
+        assert entry is not None and entry.status is EntryStatus.SKIPPED
+        assert queue.next_ready({"r"}) is None
+
+    def test_allow_fixing_undoes_it(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a"), "stream", now=1.0)
+        assert queue.keep_unfixed(violation("a").id) is True
+        assert queue.keep_unfixed(violation("a").id) is False
+
+        queue.allow_fixing(violation("a").id)
+
+        entry = queue.next_ready({"r"})
+        assert entry is not None and entry.status is EntryStatus.PENDING

@@ -109,6 +109,9 @@ class ViolationQueue:
         # Their violations only wait to be seen: when the queue is full, one
         # of them makes room for a violation the fixer can repair.
         self.detect_only_rules = frozenset(detect_only_rules)
+        # Violations a person said not to fix (a rolled-back fix): whenever
+        # they are found again, they are queued as skipped.
+        self._not_to_fix: set[str] = set()
         self._entries: dict[str, QueueEntry] = {}
         self._deferred: dict[str, Deferral] = {}
         self._sequence = 0
@@ -166,12 +169,35 @@ class ViolationQueue:
 
         self._sequence += 1
         self._deferred.pop(violation.id, None)
-        self._entries[violation.id] = QueueEntry(
-            violation, source, now, now, sequence=self._sequence
-        )
+        entry = QueueEntry(violation, source, now, now, sequence=self._sequence)
+        if violation.id in self._not_to_fix:
+            entry.status = EntryStatus.SKIPPED
+        self._entries[violation.id] = entry
         self.high_water = max(self.high_water, len(self._entries))
         self._changed.set()
         return Offer.ADDED
+
+    def keep_unfixed(self, violation_id: str) -> bool:
+        """Skip this violation now and whenever it is found again in this run.
+
+        Returns False when it was kept unfixed already.
+        """
+        if violation_id in self._not_to_fix:
+            return False
+        self._not_to_fix.add(violation_id)
+        entry = self._entries.get(violation_id)
+        if entry is not None and entry.status is not EntryStatus.FIXING:
+            entry.status = EntryStatus.SKIPPED
+        self._changed.set()
+        return True
+
+    def allow_fixing(self, violation_id: str) -> None:
+        """Undo `keep_unfixed` (the rollback it was for did not happen)."""
+        self._not_to_fix.discard(violation_id)
+        entry = self._entries.get(violation_id)
+        if entry is not None and entry.status is EntryStatus.SKIPPED:
+            entry.status = EntryStatus.PENDING
+        self._changed.set()
 
     def _make_room_for(self, violation: Violation, now: float) -> bool:
         """Defer the last detect-only entry for a violation the fixer can repair.

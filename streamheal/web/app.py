@@ -18,7 +18,8 @@ from pymongo.errors import PyMongoError
 from quart import Quart, Response, jsonify, request, websocket
 
 from streamheal.errors import FixError, FixNotFoundError
-from streamheal.fixer import rollback_fix
+from streamheal.fixer import FIXES, rollback_fix
+from streamheal.rules import COMMENT
 from streamheal.web._actions import (
     TOKEN_HEADER,
     ActionAudit,
@@ -201,18 +202,30 @@ def register_actions(app: Quart, monitor: Monitor, audit: ActionAudit) -> None:
     @app.post("/api/fixes/<fix_id>/rollback")
     @audit.guarded("rollback", fix_target)
     async def rollback(fix_id: str) -> ActionResult:
+        # A person undid this fix: its violation, found again as soon as the
+        # documents are back, must not be fixed again by this run. Marked
+        # before the rollback, so that the fixer cannot take it in between.
+        newly_kept: str | None = None
         try:
+            fixed = await monitor.db[FIXES].find_one(
+                {"_id": fix_id}, {"violation_id": 1}, comment=COMMENT
+            )
+            violation_id = fixed.get("violation_id") if fixed else None
+            if violation_id and monitor.queue.keep_unfixed(violation_id):
+                newly_kept = violation_id
             record = await rollback_fix(
                 monitor.client,
                 monitor.db,
                 fix_id,
                 use_transaction=monitor.fixer.use_transaction,
             )
-        except FixNotFoundError as exc:
-            return {"error": str(exc)}, 404
-        except FixError as exc:
-            return {"error": str(exc)}, 409
-        except PyMongoError as exc:
+        except (FixError, PyMongoError) as exc:
+            if newly_kept is not None:
+                monitor.queue.allow_fixing(newly_kept)
+            if isinstance(exc, FixNotFoundError):
+                return {"error": str(exc)}, 404
+            if isinstance(exc, FixError):
+                return {"error": str(exc)}, 409
             return {"error": f"The rollback failed: {exc}"}, 503
         monitor.state.record_fix(record)
         return {"rolled_back": fix_id, "rule": record.get("rule")}, 200

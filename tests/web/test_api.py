@@ -222,8 +222,7 @@ class TestActionsWithTheToken:
             await db.users.insert_one({"_id": "u1", "name": "no mail"})
             await wait_for_state(monitor, lambda s: s.fixed_total == 1)
             fix_id = monitor.state.recent_fixes[0]["_id"]
-            # Paused, so that the fixer does not repair the restored document again.
-            monitor.fixer.pause()
+            violation_id = monitor.state.recent_fixes[0]["violation_id"]
             client = app_for(monitor).test_client()
 
             response = await client.post(
@@ -240,6 +239,12 @@ class TestActionsWithTheToken:
                 "name": "no mail",
             }
             assert monitor.state.recent_fixes[0]["status"] == "rolled_back"
+            # Found again by the stream, the violation waits as skipped: the
+            # fixer, running all along, does not repair what a person undid.
+            await wait_for_state(monitor, lambda s: violation_id in s.queue)
+            entry = monitor.queue.get(violation_id)
+            assert entry is not None and entry.status is EntryStatus.SKIPPED
+            assert monitor.state.fixed_total == 1
             assert again.status_code == 409
             assert unknown.status_code == 404
             assert await unknown.get_json() == {
