@@ -323,3 +323,32 @@ class TestKeptUnfixed:
 
         entry = queue.next_ready({"r"})
         assert entry is not None and entry.status is EntryStatus.PENDING
+
+
+class TestRetryAfterConflicts:
+    def test_the_next_sweep_retries_a_fix_that_gave_up_on_conflicts(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a"), "stream", now=1.0)
+        entry = queue.get(violation("a").id)
+        assert entry is not None
+        entry.status, entry.attempts = EntryStatus.FAILED, 3
+        entry.gave_up_on_conflict = True
+
+        queue.offer(violation("a"), "stream", now=2.0)
+        status_after_stream = entry.status
+        queue.offer(violation("a"), "sweep", now=3.0)
+
+        assert status_after_stream is EntryStatus.FAILED
+        assert (entry.status, entry.attempts) == (EntryStatus.PENDING, 0)
+        assert entry.gave_up_on_conflict is False
+
+    def test_other_failures_still_wait_for_the_data_to_change(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a"), "stream", now=1.0)
+        entry = queue.get(violation("a").id)
+        assert entry is not None
+        entry.status, entry.attempts = EntryStatus.FAILED, 3
+
+        queue.offer(violation("a"), "sweep", now=2.0)
+
+        assert (entry.status, entry.attempts) == (EntryStatus.FAILED, 3)

@@ -379,6 +379,7 @@ class Fixer:
         }
         if entry.attempts >= self.max_attempts:
             entry.status = EntryStatus.FAILED
+            entry.gave_up_on_conflict = isinstance(exc, FixConflictError)
             self.state.record_fix(self._failure_record(rule, entry))
             self.events.error("fix_failed", **fields)
             return

@@ -32,6 +32,9 @@ class EntryStatus(enum.StrEnum):
 WAITING_FOR_CHANGE = frozenset({EntryStatus.FAILED, EntryStatus.SIMULATED})
 
 
+SWEEP_SOURCE = "sweep"
+
+
 class Offer(enum.StrEnum):
     ADDED = "added"
     UPDATED = "updated"
@@ -75,6 +78,9 @@ class QueueEntry:
     simulated_fingerprint: str | None = None
     held_fix_id: str | None = None
     approved: bool = False  # a person allowed this fix despite its size
+    # Failed because the application kept changing the documents under it:
+    # the next sweep gives it its attempts afresh, whatever the violation says.
+    gave_up_on_conflict: bool = False
     sequence: int = field(default=0)
 
     @property
@@ -152,12 +158,18 @@ class ViolationQueue:
             entry.violation = violation
             if entry.status is EntryStatus.SKIPPED:
                 return Offer.UPDATED
-            if entry.status in WAITING_FOR_CHANGE and changed:
+            retry_after_conflict = (
+                entry.status is EntryStatus.FAILED
+                and entry.gave_up_on_conflict
+                and source == SWEEP_SOURCE
+            )
+            if (entry.status in WAITING_FOR_CHANGE and changed) or retry_after_conflict:
                 # The data changed: the fixer takes the entry again, with its
                 # attempts afresh.
                 entry.status = EntryStatus.PENDING
                 entry.attempts = 0
                 entry.retry_at = 0.0
+                entry.gave_up_on_conflict = False
             self._changed.set()
             return Offer.UPDATED
 

@@ -153,6 +153,8 @@ class TestConflictInsideTheTransaction:
                     entry = next(iter(monitor.queue))
                     assert entry.status is EntryStatus.FAILED
                     assert entry.attempts == 1
+                    # Given up on a conflict: the next sweep tries it afresh.
+                    assert entry.gave_up_on_conflict is True
 
         failed = events(logs, "fix_failed")
         assert len(failed) == 1
