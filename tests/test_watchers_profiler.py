@@ -86,6 +86,22 @@ class TestProfilerSetting:
         # Not `level`: the log line's own level would overwrite it.
         assert (restored["profiling_level"], restored["slowms"]) == (1, 250)
 
+    async def test_a_run_killed_before_restoring_leaves_the_setting_to_the_next(
+        self, db: Any, profiler_reset: None
+    ) -> None:
+        """The owner's setting survives a crash: it is stored before it changes."""
+        await db.command("profile", 0, slowms=250)
+        crashed = ProfilerWatcher(db, make_rules(USERS), poll_interval_s=1)
+        await crashed.enable()  # and never restored, as after a kill -9
+        assert await profile_status(db) == (1, 0)
+
+        next_run = ProfilerWatcher(db, make_rules(USERS), poll_interval_s=1)
+        await next_run.enable()
+        await next_run.restore()
+
+        assert await profile_status(db) == (0, 250)
+        assert await db.streamheal_state.count_documents({}) == 0
+
     async def test_context_manager_restores_the_level_off(
         self, db: Any, profiler_reset: None
     ) -> None:

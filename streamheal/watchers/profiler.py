@@ -21,12 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from streamheal._bson import to_json_text
 from streamheal._events import ActivitySink, EventLog
 from streamheal.rules import COMMENT, Database, Violation
 from streamheal.rules._base import Document
 from streamheal.rules._query_shape import QueryShape
 from streamheal.rules.slow_query import ShapeStats, SlowQueryRule, read_profile
+from streamheal.watchers.stream import STATE_COLLECTION
 
 
 MAX_SHAPES = 1000
@@ -68,6 +71,10 @@ class ProfilerWatcher:
         self._shapes: OrderedDict[ShapeId, tuple[SlowQueryRule, QueryShape, ShapeStats]]
         self._shapes = OrderedDict()
 
+    @property
+    def _state_id(self) -> str:
+        return f"profiler:{self.db.name}"
+
     async def __aenter__(self) -> ProfilerWatcher:
         await self.enable()
         return self
@@ -102,6 +109,24 @@ class ProfilerWatcher:
             )
             return
 
+        found: dict[str, Any] = {
+            name: status[name]
+            for name in ("was", "slowms", "sampleRate", "filter")
+            if name in status
+        }
+        # Stored before it is changed, so that a run killed before `restore`
+        # leaves the owner's setting for the next run to put back, rather
+        # than our own, which that run would find in place.
+        stored = await self.db[STATE_COLLECTION].find_one_and_update(
+            {"_id": self._state_id},
+            {"$setOnInsert": {"previous": found}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            comment=COMMENT,
+        )
+        previous = dict(stored["previous"]) if stored else found
+        self._previous = previous
+
         slowms = min(rule.slowms for rule in managed)
         options: dict[str, Any] = {"slowms": slowms, "sampleRate": FULL_SAMPLE_RATE}
         # A profile filter overrides slowms (MongoDB 4.4.2+); lift it meanwhile.
@@ -110,18 +135,12 @@ class ProfilerWatcher:
         await self.db.command(
             "profile", PROFILE_SLOW_OPERATIONS, comment=COMMENT, **options
         )
-
-        self._previous = {
-            name: status[name]
-            for name in ("was", "slowms", "sampleRate", "filter")
-            if name in status
-        }
         self.events.info(
             "profiler_enabled",
             database=self.db.name,
             slowms=slowms,
-            previous_level=status.get("was"),
-            previous_slowms=status.get("slowms"),
+            previous_level=previous.get("was"),
+            previous_slowms=previous.get("slowms"),
         )
 
     async def restore(self) -> None:
@@ -140,6 +159,9 @@ class ProfilerWatcher:
         if "filter" in previous:
             options["filter"] = previous["filter"]
         await self.db.command("profile", previous["was"], comment=COMMENT, **options)
+        await self.db[STATE_COLLECTION].delete_one(
+            {"_id": self._state_id}, comment=COMMENT
+        )
         self._previous = None
         self.events.info(
             "profiler_restored",
