@@ -113,6 +113,16 @@
     return Number(value || 0).toLocaleString("en-US");
   }
 
+  // The chart's y axis in pixels: its longest label, its gap, and a margin.
+  const AXIS_CHAR_PX = 7.5;
+  const AXIS_PADDING_PX = 18;
+  const AXIS_MIN_PX = 36;
+
+  function axisWidth(labels) {
+    const longest = Math.max(0, ...(labels || []).map((label) => String(label).length));
+    return Math.max(AXIS_MIN_PX, Math.ceil(longest * AXIS_CHAR_PX + AXIS_PADDING_PX));
+  }
+
   function shorten(text, limit) {
     return text.length > limit ? `${text.slice(0, limit)}…` : text;
   }
@@ -645,7 +655,8 @@
             stroke: colour("--muted"),
             grid: { stroke: "#eef1f5" },
             ticks: { show: false },
-            size: 36,
+            // Wide enough for the longest label ("12,500"), not a fixed guess.
+            size: (_, values) => axisWidth(values),
             incrs: COUNT_STEPS,
             values: (_, splits) => splits.map((value) => count(value)),
           },
