@@ -289,9 +289,27 @@ def history(rules: str, limit: int, output_format: str) -> None:
         stamp = created.isoformat(timespec="seconds") if created else "-"
         click.echo(
             f"{record['_id']}  {stamp}  {record.get('status', '-'):<11} "
-            f"{record.get('rule')}: "
+            f"{record.get('rule')}{where_of(record)}: "
             f"{record.get('summary', record.get('error', ''))}"
         )
+
+
+HISTORY_DOCUMENTS_SHOWN = 3
+
+
+def where_of(record: dict[str, Any]) -> str:
+    """ " (collection, documents a, b)" for a history line, when the record says."""
+    parts = []
+    if record.get("collection"):
+        parts.append(str(record["collection"]))
+    documents = record.get("documents") or []
+    if documents:
+        shown = ", ".join(
+            json.dumps(to_json_value(d)) for d in documents[:HISTORY_DOCUMENTS_SHOWN]
+        )
+        more = len(documents) - HISTORY_DOCUMENTS_SHOWN
+        parts.append(f"documents {shown}" + (f" and {more} more" if more > 0 else ""))
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 async def read_history(settings: Settings, limit: int) -> list[dict[str, Any]]:

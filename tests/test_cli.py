@@ -324,9 +324,13 @@ async def test_history_lists_fixes_newest_first(
     await db.streamheal_fixes.insert_many(
         [
             {"_id": "6b11bee63ed1f6966b143c81", "status": "applied", "rule": "r1",
-             "summary": "delete document 1"},
+             "summary": "delete document 1", "collection": "users",
+             "documents": [1]},
             {"_id": "6b11bee63ed1f6966b143c82", "status": "dry_run", "rule": "r2",
-             "summary": "set email='x'"},
+             "summary": "set email='x'", "collection": "users",
+             "documents": ["a", "b", "c", "d", "e"]},
+            {"_id": "6b11bee63ed1f6966b143c80", "status": "failed", "rule": "r1",
+             "error": "WriteError (code 121)"},
         ]
     )  # fmt: skip
     rules = tmp_path / "rules.yaml"
@@ -339,8 +343,11 @@ async def test_history_lists_fixes_newest_first(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "6b11bee63ed1f6966b143c82  -  dry_run     r2: set email='x'",
-        "6b11bee63ed1f6966b143c81  -  applied     r1: delete document 1",
+        "6b11bee63ed1f6966b143c82  -  dry_run     r2 (users, documents "
+        '"a", "b", "c" and 2 more): set email=\'x\'',
+        "6b11bee63ed1f6966b143c81  -  applied     r1 (users, documents 1): "
+        "delete document 1",
+        "6b11bee63ed1f6966b143c80  -  failed      r1: WriteError (code 121)",
     ]
 
 
