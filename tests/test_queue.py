@@ -352,3 +352,31 @@ class TestRetryAfterConflicts:
         queue.offer(violation("a"), "sweep", now=2.0)
 
         assert (entry.status, entry.attempts) == (EntryStatus.FAILED, 3)
+
+
+class TestKeptUnfixedStatuses:
+    def test_allow_fixing_gives_back_a_persons_skip(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a"), "stream", now=1.0)
+        entry = queue.get(violation("a").id)
+        assert entry is not None
+        entry.status = EntryStatus.SKIPPED
+
+        queue.keep_unfixed(violation("a").id)
+        queue.allow_fixing(violation("a").id)
+
+        assert entry.status is EntryStatus.SKIPPED
+
+    def test_an_entry_in_progress_is_not_handed_out_again(self) -> None:
+        queue = ViolationQueue(10)
+        queue.offer(violation("a"), "stream", now=1.0)
+        entry = queue.get(violation("a").id)
+        assert entry is not None
+        entry.status = EntryStatus.FIXING
+        queue.keep_unfixed(violation("a").id)
+
+        entry.status = EntryStatus.PENDING  # as the fixer leaves a retried entry
+        queue.offer(violation("a"), "stream", now=2.0)
+
+        assert queue.next_ready({"r"}) is None
+        assert entry.status is EntryStatus.SKIPPED

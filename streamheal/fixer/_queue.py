@@ -117,7 +117,8 @@ class ViolationQueue:
         self.detect_only_rules = frozenset(detect_only_rules)
         # Violations a person said not to fix (a rolled-back fix): whenever
         # they are found again, they are queued as skipped.
-        self._not_to_fix: set[str] = set()
+        # With the status each had before, for `allow_fixing` to put back.
+        self._not_to_fix: dict[str, EntryStatus | None] = {}
         self._entries: dict[str, QueueEntry] = {}
         self._deferred: dict[str, Deferral] = {}
         self._sequence = 0
@@ -156,6 +157,10 @@ class ViolationQueue:
             entry.seen_count += 1
             changed = has_changed(entry.violation, violation)
             entry.violation = violation
+            if violation.id in self._not_to_fix and entry.status is not (
+                EntryStatus.FIXING
+            ):
+                entry.status = EntryStatus.SKIPPED
             if entry.status is EntryStatus.SKIPPED:
                 return Offer.UPDATED
             retry_after_conflict = (
@@ -196,19 +201,26 @@ class ViolationQueue:
         """
         if violation_id in self._not_to_fix:
             return False
-        self._not_to_fix.add(violation_id)
         entry = self._entries.get(violation_id)
+        self._not_to_fix[violation_id] = entry.status if entry else None
         if entry is not None and entry.status is not EntryStatus.FIXING:
             entry.status = EntryStatus.SKIPPED
         self._changed.set()
         return True
 
     def allow_fixing(self, violation_id: str) -> None:
-        """Undo `keep_unfixed` (the rollback it was for did not happen)."""
-        self._not_to_fix.discard(violation_id)
+        """Undo `keep_unfixed` (the rollback it was for did not happen).
+
+        The entry gets back the status it had, so a violation a person had
+        skipped, or a fix held for approval, stays so.
+        """
+        before = self._not_to_fix.pop(violation_id, None)
         entry = self._entries.get(violation_id)
         if entry is not None and entry.status is EntryStatus.SKIPPED:
-            entry.status = EntryStatus.PENDING
+            if before is None or before is EntryStatus.FIXING:
+                entry.status = EntryStatus.PENDING
+            else:
+                entry.status = before
         self._changed.set()
 
     def _make_room_for(self, violation: Violation, now: float) -> bool:
@@ -279,6 +291,8 @@ class ViolationQueue:
         now = time.time() if now is None else now
         for entry in self:
             if entry.violation.rule not in fixable_rules:
+                continue
+            if entry.id in self._not_to_fix:
                 continue
             if (
                 entry.status in (EntryStatus.PENDING, EntryStatus.APPROVED)
