@@ -260,15 +260,19 @@ class Fixer:
         # Verified before it is reported, so that the state is whole (the
         # queue included) when the fix_applied line appears.
         remaining = None
-        if plan.changes_data:
-            await self._step("verify")
-            remaining = await self._recheck_after_fix(rule, violation, fields)
-        if remaining is None:
-            self.queue.remove(entry.id)
-        self.state.record_fix(record)
-        self.events.info(
-            "fix_applied", **fields, fix_id=fix_id, duration_ms=duration_ms
-        )
+        try:
+            if plan.changes_data:
+                await self._step("verify")
+                remaining = await self._recheck_after_fix(rule, violation, fields)
+        finally:
+            # The fix is written: it is reported even when a stop cancels the
+            # check, and then taken as having worked.
+            if remaining is None:
+                self.queue.remove(entry.id)
+            self.state.record_fix(record)
+            self.events.info(
+                "fix_applied", **fields, fix_id=fix_id, duration_ms=duration_ms
+            )
         if remaining is not None:
             self._record_ineffective(rule, entry, remaining, fields)
         return plan.changes_data
