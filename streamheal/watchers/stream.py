@@ -337,8 +337,9 @@ class StreamWatcher:
         A getMore cancelled in flight can leave the driver waiting on the
         server for its clean-up (seen with pymongo 4.20 against SecantusDB:
         about one stop in ten under load hung). Closing the client ends that
-        wait, and the monitor closes it on the way out, so the stop goes on
-        without the reader instead of hanging.
+        wait: the monitor closes it on the way out; when the stream is only
+        reopened after an error, the abandoned read ends with its connection.
+        Called while unwinding, this never raises over what is on its way.
         """
         reader.cancel()
         await asyncio.wait({reader}, timeout=READER_STOP_TIMEOUT_S)
@@ -346,11 +347,14 @@ class StreamWatcher:
             self.events.warning(
                 "stream_reader_abandoned", timeout_s=READER_STOP_TIMEOUT_S
             )
+            # Whatever it ends with later is looked at, so that asyncio does
+            # not report it outside our logs.
+            reader.add_done_callback(_retrieve_outcome)
             return
         if not reader.cancelled():
             error = reader.exception()
             if error is not None and not isinstance(error, PyMongoError):
-                raise error
+                self.events.error("stream_reader_failed", error=repr(error))
 
     async def _read(self, buffer: asyncio.Queue[Mapping[str, Any] | _IdleMark]) -> None:
         assert self._stream is not None
@@ -469,6 +473,11 @@ class StreamWatcher:
             self._handled_token = event["_id"]
             self._start_after_invalidate = True
             raise _StreamEnded
+
+
+def _retrieve_outcome(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class _StreamEnded(Exception):
