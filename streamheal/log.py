@@ -25,7 +25,7 @@ FILE_MAX_BYTES = 10 * 1024 * 1024
 FILE_BACKUPS = 5
 # The password runs to the last @ before a space: an unescaped @ in it must
 # not leave its tail visible.
-_PASSWORD_IN_URI = re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]+:)(\S+)(@)")
+_PASSWORD_IN_URI = re.compile(r"(mongodb(?:\+srv)?://[^:/@\s]*:)(\S+)(@)")
 # URI options that carry secrets. Option names are case-insensitive in a
 # connection string; a value runs to the next option separator (& or ;).
 _KEY_FILE_PASSWORD = re.compile(

@@ -85,6 +85,7 @@ def test_levels_below_the_setting_are_dropped(log_file: Path) -> None:
         ("mongodb://h1,h2/?replicaSet=rs", "mongodb://h1,h2/?replicaSet=rs"),
         ("mongodb://user@h/", "mongodb://user@h/"),
         ("embedded", "embedded"),
+        ("mongodb://:s3cret@h/db", "mongodb://:***@h/db"),
     ],
 )
 def test_connection_strings_are_shown_without_passwords(uri: str, shown: str) -> None:
