@@ -69,7 +69,7 @@ class QuerySpec(RuleSpec):
                 "update",
                 "update paths must name fields of sub-documents; "
                 f"{', '.join(unsupported)} uses an array index, a positional "
-                "operator or an empty part"
+                "operator or an empty part",
             )
         conflicts = _overlaps(paths)
         if conflicts:
