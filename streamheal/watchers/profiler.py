@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from bson import json_util
 from pymongo import ReturnDocument
 
 from streamheal._bson import to_json_text
@@ -119,12 +120,14 @@ class ProfilerWatcher:
         # than our own, which that run would find in place.
         stored = await self.db[STATE_COLLECTION].find_one_and_update(
             {"_id": self._state_id},
-            {"$setOnInsert": {"previous": found}},
+            # As Extended JSON text: a profile filter holds `$` operators,
+            # which a stored document's field names should not.
+            {"$setOnInsert": {"previous": json_util.dumps(found)}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
             comment=COMMENT,
         )
-        previous = dict(stored["previous"]) if stored else found
+        previous = json_util.loads(stored["previous"]) if stored else found
         self._previous = previous
 
         slowms = min(rule.slowms for rule in managed)
