@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from streamheal.state import describe_violation
 from streamheal.web._actions import ACTIONS
@@ -36,6 +37,7 @@ ORDERS_RULE = """
 """
 FAST = "  fix_delay: 0\n  sweep_interval: 1h"
 HOSTILE = "<img src=x onerror=alert(1)>"
+SNAPSHOT_ON_OPEN = 2  # the page's first fetch is on load, the second on opening
 
 
 def users_rule(mode: str) -> str:
@@ -293,3 +295,44 @@ async def test_current_fix_panel_follows_the_fixer_steps(
         state.touch()
         await expect(current).to_have_count(0)
         await expect(page.locator("#current-state")).to_have_text("Auto-fix off")
+
+
+async def test_a_late_http_snapshot_does_not_undo_a_pushed_one(
+    db: Any, mongo_uri: str, watched_page: WatchedPage
+) -> None:
+    """The snapshot fetched when the websocket opens may arrive after pushes.
+
+    The page loads a snapshot, opens the websocket, and on opening fetches
+    another: that second answer is held back here until a newer state has
+    been pushed, as a slow network would.
+    """
+    settings = settings_for(db.name, users_rule("detect"), FAST)
+    async with running_dashboard(mongo_uri, settings) as dashboard:
+        page = watched_page.page
+        fetched, release, answered = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        requests: list[str] = []
+
+        async def hold_the_snapshot(route: Route) -> None:
+            requests.append(route.request.url)
+            if len(requests) != SNAPSHOT_ON_OPEN:
+                await route.continue_()
+                return
+            response = await route.fetch()  # the state as it is now: nothing yet
+            fetched.set()
+            await release.wait()
+            await route.fulfill(response=response)
+            answered.set()
+
+        await page.route("**/api/state", hold_the_snapshot)
+        await page.goto(dashboard.url)
+        await asyncio.wait_for(fetched.wait(), 10)
+        await db.users.insert_one({"_id": "late-1"})
+        await expect(page.locator("#card-detected .value")).to_have_text("1")
+
+        release.set()
+        await asyncio.wait_for(answered.wait(), 10)
+        # The page has the stale answer; it renders it, or not, on its next turn.
+        await page.evaluate("new Promise((done) => setTimeout(done, 0))")
+
+        await expect(page.locator("#card-detected .value")).to_have_text("1")
+        await expect(page.locator("#detected li", has_text="late-1")).to_have_count(1)

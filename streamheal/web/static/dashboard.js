@@ -192,7 +192,17 @@
 
   // Rendering a snapshot.
 
+  // The HTTP snapshot and the websocket race: an answer that left the server
+  // before the last pushed message must not undo it. A monitor started
+  // since counts its versions afresh.
+  function isNewer(snapshot) {
+    const current = page.snapshot;
+    if (!current || snapshot.started_at !== current.started_at) return true;
+    return snapshot.version >= current.version;
+  }
+
   function render(snapshot) {
+    if (!isNewer(snapshot)) return;
     page.snapshot = snapshot;
     renderHeader(snapshot);
     renderCards(snapshot);
