@@ -77,6 +77,8 @@ class RuleStats:
     fixed: int = 0
     failed: int = 0
     simulated: int = 0
+    failed_attempts: int = 0  # each failed try, retried or the last
+    conflicts: int = 0  # tries stopped because a document changed first
     last_seen: float | None = None
 
 

@@ -371,6 +371,11 @@ class Fixer:
         """
         entry.attempts += 1
         entry.last_error = describe_error(exc)
+        stats = self.state.rule_stats.get(rule.name)
+        if stats is not None:
+            stats.failed_attempts += 1
+            if isinstance(exc, FixConflictError):
+                stats.conflicts += 1
         documents = entry.violation.documents
         fields = {
             "rule": rule.name,

@@ -72,6 +72,16 @@ class StateCollector(Collector):
                 "Dry-run fixes recorded without changing data, by rule.",
                 labels=["rule", "kind"],
             ),
+            "failed_attempts": CounterMetricFamily(
+                f"{PREFIX}_fix_attempts_failed",
+                "Fix attempts that failed, retried or given up, by rule.",
+                labels=["rule", "kind"],
+            ),
+            "conflicts": CounterMetricFamily(
+                f"{PREFIX}_fix_conflicts",
+                "Fix attempts stopped because a document changed first, by rule.",
+                labels=["rule", "kind"],
+            ),
         }
         for rule, stats in sorted(self.state.rule_stats.items()):
             labels = [rule, kinds.get(rule, "unknown")]
@@ -79,6 +89,8 @@ class StateCollector(Collector):
             families["fixed"].add_metric(labels, stats.fixed)
             families["failed"].add_metric(labels, stats.failed)
             families["simulated"].add_metric(labels, stats.simulated)
+            families["failed_attempts"].add_metric(labels, stats.failed_attempts)
+            families["conflicts"].add_metric(labels, stats.conflicts)
         yield from families.values()
 
     def _queue_and_fixer(self) -> Iterator[Metric]:

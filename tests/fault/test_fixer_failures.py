@@ -72,7 +72,11 @@ class TestFailingFixes:
                 entry = next(
                     e for e in monitor.queue if e.violation.documents == ("u1",)
                 )
+                stats = monitor.state.rule_stats["users_need_email"]
 
+        # Three failed tries of u1 (two retried, the last given up), none a
+        # conflict; u2's fix went through.
+        assert (stats.failed_attempts, stats.conflicts) == (3, 0)
         failed = events(logs, "fix_failed")
         assert len(failed) == 1
         violation_id = failed[0]["violation_id"]

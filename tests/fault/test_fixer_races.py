@@ -155,6 +155,8 @@ class TestConflictInsideTheTransaction:
                     assert entry.attempts == 1
                     # Given up on a conflict: the next sweep tries it afresh.
                     assert entry.gave_up_on_conflict is True
+                    stats = monitor.state.rule_stats[entry.violation.rule]
+                    assert (stats.failed_attempts, stats.conflicts) == (1, 1)
 
         failed = events(logs, "fix_failed")
         assert len(failed) == 1

@@ -67,6 +67,8 @@ async def test_counters_gauges_and_fixer_state_after_known_events(
         assert value(samples, "streamheal_violations_detected_total", **users) == 1
         assert value(samples, "streamheal_violations_fixed_total", **users) == 1
         assert value(samples, "streamheal_violations_failed_total", **users) == 0
+        assert value(samples, "streamheal_fix_attempts_failed_total", **users) == 0
+        assert value(samples, "streamheal_fix_conflicts_total", **users) == 0
         assert value(samples, "streamheal_violations_detected_total", **orders) == 2
         assert value(samples, "streamheal_violations_fixed_total", **orders) == 0
         assert value(samples, "streamheal_queue_length") == 2
