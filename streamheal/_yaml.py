@@ -46,7 +46,7 @@ class _LineLoader(yaml.SafeLoader):
         self._open_anchors: set[str] = set()
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in PyYAML's stubs
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML stubs
         if isinstance(event, yaml.AliasEvent):
             return self._compose_alias(event, parent, index)
 
@@ -109,79 +109,70 @@ def _problem_at(event: yaml.Event, problem: str) -> yaml.YAMLError:
     return yaml.composer.ComposerError(None, None, problem, mark)
 
 
-def _compose_with_lines(text: str) -> tuple[Any, dict[Path, int]]:
+# A key given twice: its path, its line, and the line it was first given on.
+Duplicate = tuple[Path, int, int]
+
+
+def _compose_with_lines(text: str) -> tuple[Any, dict[Path, int], list[Duplicate]]:
     loader = _LineLoader(text)
     try:
         root = loader.get_single_node()
         lines: dict[Path, int] = {}
+        duplicates: list[Duplicate] = []
         if root is not None:
-            _collect_lines(root, (), lines)
+            _collect_lines(root, (), lines, duplicates)
         data = loader.construct_document(root) if root is not None else None
     finally:
         loader.dispose()
-    return data, lines
+    return data, lines, duplicates
 
 
-def _collect_lines(node: yaml.Node, path: Path, lines: dict[Path, int]) -> None:
+def _collect_lines(
+    node: yaml.Node, path: Path, lines: dict[Path, int], duplicates: list[Duplicate]
+) -> None:
+    """Note the line of every node, and every key given twice in one mapping."""
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = key_node.value
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _collect_lines(value_node, (*path, key), lines)
-            lines[(*path, key)] = key_node.start_mark.line + 1
+            key, line = key_node.value, key_node.start_mark.line + 1
+            if key in first_line:
+                duplicates.append(((*path, key), line, first_line[key]))
+            first_line.setdefault(key, line)
+            _collect_lines(value_node, (*path, key), lines, duplicates)
+            # The key's line, not its value's, names the field.
+            lines[(*path, key)] = line
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _collect_lines(item, (*path, index), lines)
-
-
-def find_duplicate_keys(text: str, source: str) -> list[RuleFileProblem]:
-    """A key given twice in one mapping: YAML would silently keep the last."""
-    problems: list[RuleFileProblem] = []
-
-    def walk(node: yaml.Node, path: Path) -> None:
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            for key_node, value_node in node.value:
-                key, line = key_node.value, key_node.start_mark.line + 1
-                if key in first_line:
-                    problems.append(
-                        RuleFileProblem(
-                            source,
-                            line,
-                            format_path((*path, key)),
-                            f"is given twice (first on line {first_line[key]}); "
-                            "only one is allowed.",
-                        )
-                    )
-                first_line.setdefault(key, line)
-                walk(value_node, (*path, key))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    loader = _LineLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is not None:
-            walk(root, ())
-    finally:
-        loader.dispose()
-    return problems
+            _collect_lines(item, (*path, index), lines, duplicates)
 
 
 def load_yaml_with_lines(
     text: str, source: str
-) -> tuple[Any, dict[Path, int], list[RuleFileProblem]]:
-    """Parse YAML text; return the data, key lines and any syntax problem."""
+) -> tuple[Any, dict[Path, int], list[RuleFileProblem], list[RuleFileProblem]]:
+    """Parse YAML text; return the data, key lines, syntax and duplicate-key problems.
+
+    A syntax problem leaves no data. A key given twice (YAML would silently
+    keep the last) is reported beside whatever else the file gets wrong.
+    """
     try:
-        data, lines = _compose_with_lines(text)
+        data, lines, duplicates = _compose_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        return None, {}, [RuleFileProblem(source, line, "(syntax)", f"{problem}.")]
-    return data, lines, []
+        syntax = RuleFileProblem(source, line, "(syntax)", f"{problem}.")
+        return None, {}, [syntax], []
+    duplicate_keys = [
+        RuleFileProblem(
+            source,
+            line,
+            format_path(path),
+            f"is given twice (first on line {first_line}); only one is allowed.",
+        )
+        for path, line, first_line in duplicates
+    ]
+    return data, lines, [], duplicate_keys
 
 
 def expand_variables(

@@ -19,7 +19,7 @@ import structlog
 
 from streamheal._bson import to_json_value
 from streamheal.config import EMBEDDED_URI, Settings, load_settings, redact_uri
-from streamheal.embedded import EmbeddedServer
+from streamheal.embedded import MEMORY_STORAGE, EmbeddedServer
 from streamheal.errors import ConnectionFailedError, StreamhealError
 from streamheal.log import configure_logging, redact_text
 from streamheal.rules import Database, Rule
@@ -32,7 +32,6 @@ EXIT_ERROR = 2
 EXIT_CRASH = 3
 
 PORT = click.IntRange(0, 65535)
-MEMORY_STORAGE = ":memory:"
 
 T = TypeVar("T")
 
@@ -244,12 +243,19 @@ def describe_rule_error(exc: Exception) -> str:
     return f"{name}: {text}" if text else name
 
 
+REPORT_DOCUMENTS_SHOWN = 5
+
+
+def documents_text(documents: list[Any], shown: int) -> str:
+    """The first `shown` document ids as JSON, then how many more there are."""
+    text = ", ".join(json.dumps(document) for document in documents[:shown])
+    more = len(documents) - shown
+    return text + (f" and {more} more" if more > 0 else "")
+
+
 def print_text_report(report: dict[str, Any]) -> None:
     for violation in report["violations"]:
-        documents = ", ".join(json.dumps(d) for d in violation["documents"][:5])
-        more = len(violation["documents"]) - 5
-        if more > 0:
-            documents += f" and {more} more"
+        documents = documents_text(violation["documents"], REPORT_DOCUMENTS_SHOWN)
         click.echo(
             f"[{violation['severity']}] {violation['rule']} ({violation['kind']}) "
             f"{violation['collection']}: {violation['description']}"
@@ -298,17 +304,13 @@ HISTORY_DOCUMENTS_SHOWN = 3
 
 
 def where_of(record: dict[str, Any]) -> str:
-    """ " (collection, documents a, b)" for a history line, when the record says."""
+    """The ` (collection, documents a, b)` of a history line, from the record."""
     parts = []
     if record.get("collection"):
         parts.append(str(record["collection"]))
-    documents = record.get("documents") or []
+    documents = to_json_value(record.get("documents") or [])
     if documents:
-        shown = ", ".join(
-            json.dumps(to_json_value(d)) for d in documents[:HISTORY_DOCUMENTS_SHOWN]
-        )
-        more = len(documents) - HISTORY_DOCUMENTS_SHOWN
-        parts.append(f"documents {shown}" + (f" and {more} more" if more > 0 else ""))
+        parts.append(f"documents {documents_text(documents, HISTORY_DOCUMENTS_SHOWN)}")
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -8,7 +8,6 @@ field.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
@@ -20,23 +19,17 @@ from streamheal._duration import Duration
 from streamheal._duration import parse_duration as parse_duration
 from streamheal._yaml import (
     expand_variables,
-    find_duplicate_keys,
     format_path,
     line_of,
     load_yaml_with_lines,
 )
 from streamheal.errors import RuleFileError, RuleFileProblem
-from streamheal.log import redact_text
+from streamheal.log import SECRET_OPTIONS, redact_text
 from streamheal.rules import Mode, Rule, RuleSpec, build_rule, spec_types
 from streamheal.rules._base import FieldValueError, StrictModel
 
 
 EMBEDDED_URI = "embedded"
-# Connection-string options whose values are secrets; names are case-insensitive.
-_SECRET_OPTION = re.compile(
-    r"(?i)(?:tlsCertificateKeyFilePassword|authMechanismProperties)"
-    r"=(?P<value>[^&;]*)"
-)
 
 
 # https://www.mongodb.com/docs/manual/reference/limits/#naming-restrictions
@@ -165,10 +158,9 @@ def parse_settings(
     text: str, source: str = "<rules>", environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Validate rule-file text; all problems are gathered before raising."""
-    data, lines, problems = load_yaml_with_lines(text, source)
+    data, lines, problems, duplicate_keys = load_yaml_with_lines(text, source)
     if problems:
         raise RuleFileError(problems)
-    duplicate_keys = find_duplicate_keys(text, source)
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         problem = RuleFileProblem(
@@ -337,8 +329,9 @@ def _collect_uri_secrets(uri: str) -> set[str]:
         found.append(scheme_free[colon + 1 : at])
         at = scheme_free.find("@", at + 1)
 
-    for match in _SECRET_OPTION.finditer(uri):
-        value = match.group("value")
+    options = [match for option in SECRET_OPTIONS for match in option.finditer(uri)]
+    for match in options:
+        value = match.group(2)
         found.append(value)
         found += [pair.partition(":")[2] for pair in unquote_plus(value).split(",")]
 

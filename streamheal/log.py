@@ -32,6 +32,8 @@ _KEY_FILE_PASSWORD = re.compile(
     r"(?i)(?<![\w])(tlsCertificateKeyFilePassword=)([^&;\s]*)"
 )
 _AUTH_PROPERTIES = re.compile(r"(?i)(?<![\w])(authMechanismProperties=)([^&;\s]*)")
+# Both, for whoever must find those values: the value is each match's group 2.
+SECRET_OPTIONS = (_KEY_FILE_PASSWORD, _AUTH_PROPERTIES)
 _PROPERTY_SEPARATOR = re.compile(r"(?i),|%2C")
 _PROPERTY_NAME = re.compile(r"(?i)^[a-z_][a-z0-9_]*(?::|%3A)")
 

@@ -65,3 +65,12 @@ def reset_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+async def profiling(db: Any) -> AsyncIterator[None]:
+    """Every operation of the test database is profiled; the old setting returns."""
+    status = await db.command("profile", -1)
+    await db.command("profile", 1, slowms=0)
+    yield
+    await db.command("profile", status["was"], slowms=status["slowms"])

@@ -56,3 +56,13 @@ async def wait_for_state(
             )
 
     await asyncio.wait_for(wait(), timeout_s)
+
+
+def find_entry(
+    query: dict[str, Any], sort: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A profiler entry for a find on shop.users, as MongoDB writes one."""
+    command: dict[str, Any] = {"find": "users", "filter": query}
+    if sort is not None:
+        command["sort"] = sort
+    return {"op": "query", "ns": "shop.users", "command": command, "millis": 5}

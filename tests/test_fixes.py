@@ -8,7 +8,6 @@ below, then rolls every fix back and compares with the starting data.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,15 +279,6 @@ SLOW_USERS_CREATE_INDEX = (
     "  - {name: r, kind: slow_query, collection: users, threshold: 0ms, "
     "fix: create_index}\n"
 )
-
-
-@pytest.fixture
-async def profiling(db: Any) -> AsyncIterator[None]:
-    """Every operation of the test database is profiled; the old setting returns."""
-    status = await db.command("profile", -1)
-    await db.command("profile", 1, slowms=0)
-    yield
-    await db.command("profile", status["was"], slowms=status["slowms"])
 
 
 async def read_indexes(collection: Any) -> list[tuple[str, list[tuple[str, Any]]]]:

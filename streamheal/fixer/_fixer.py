@@ -3,10 +3,10 @@
 For each violation it re-checks against the data as it is now, plans, holds
 big plans for a person, then backs up, applies and records the fix (one
 transaction where possible), checks that the fix ended the violation, and
-pauses for the fix delay. Cancellation stops
-it between fixes. A fix in progress is never left half-written: its writes
-commit together, or, without transactions, a fix cut short is undone from its
-backups when the fixer starts (`recover_interrupted_fixes`).
+pauses for the fix delay. Cancellation stops it between fixes. A fix in
+progress is never left half-written: its writes commit together, or, without
+transactions, a fix cut short is undone from its backups when the fixer
+starts (`recover_interrupted_fixes`).
 """
 
 from __future__ import annotations

@@ -115,9 +115,9 @@ class ViolationQueue:
         # Their violations only wait to be seen: when the queue is full, one
         # of them makes room for a violation the fixer can repair.
         self.detect_only_rules = frozenset(detect_only_rules)
-        # Violations a person said not to fix (a rolled-back fix): whenever
-        # they are found again, they are queued as skipped.
-        # With the status each had before, for `allow_fixing` to put back.
+        # Violations a person said not to fix (a rolled-back fix), queued as
+        # skipped whenever found again; each with the status it had before,
+        # for `allow_fixing` to put back.
         self._not_to_fix: dict[str, EntryStatus | None] = {}
         self._entries: dict[str, QueueEntry] = {}
         self._deferred: dict[str, Deferral] = {}

@@ -96,7 +96,7 @@ def refuse_default(
     expectation: str,
     *,
     elements: bool = True,
-) -> ValueError:
+) -> FieldValueError:
     """The rule-file error for a `default` that the rule itself would reject.
 
     Setting such a default cannot end the violation; the fixer would repair

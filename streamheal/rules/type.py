@@ -57,10 +57,13 @@ _STORED_TYPES: tuple[tuple[type, str], ...] = (
 _INTEGER_NOTES = {"int": "it fits in 32 bits", "long": "it does not fit in 32 bits"}
 
 
+TypeFix = Literal["set_default", "quarantine", "convert"]
+
+
 class TypeSpec(ValueSpec):
     kind: Literal["type"]
     types: list[str] = Field(min_length=1)
-    fix: Literal["set_default", "quarantine", "convert"] = "quarantine"  # type: ignore[assignment]  # widens the shared choices
+    fix: TypeFix = "quarantine"  # type: ignore[assignment]  # widens the shared choices
 
     @field_validator("types")
     @classmethod
